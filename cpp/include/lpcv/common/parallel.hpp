@@ -1,0 +1,37 @@
+#pragma once
+/// @file parallel.hpp
+/// OpenMP parallel-for that captures the first exception thrown by the body
+/// and rethrows it after the region (exceptions must not leave an OpenMP
+/// region, DESIGN.md §6).
+#include <cstdint>
+#include <exception>
+#include <mutex>
+
+namespace lpcv {
+
+/// Calls body(i) for i in [0, n) on the OpenMP thread pool.
+/// @param n     number of iterations (>= 0)
+/// @param body  callable taking std::int64_t; may throw
+/// @param grain below this many iterations the loop runs serially
+template <typename Body>
+void parallel_for(std::int64_t n, Body&& body, std::int64_t grain = 1) {
+  if (n <= 0) return;
+  if (n < grain) {
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    try {
+      body(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace lpcv

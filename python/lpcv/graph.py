@@ -1,0 +1,345 @@
+"""The model IR: a list of ONNX-style nodes in topological order.
+
+Op names and attribute semantics are ONNX's (DESIGN.md §2), so the ONNX
+specification defines every op. A :class:`Model` owns its initializers as a
+``dict[str, numpy.ndarray]``; passes build new models and never mutate the one
+they were given.
+
+Examples
+--------
+>>> import numpy as np
+>>> from lpcv.graph import Model, Node, ValueInfo
+>>> w = np.ones((4, 3), np.float32)
+>>> m = Model(
+...     nodes=[Node("Gemm", "fc", ["x", "w"], ["y"], {"transB": 1})],
+...     inputs=[ValueInfo("x", ("N", 3))],
+...     outputs=[ValueInfo("y", ("N", 4))],
+...     initializers={"w": w},
+... )
+>>> m.num_parameters()
+12
+>>> m.infer_shapes(batch_size=2)["y"].shape
+(2, 4)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .exceptions import ModelError
+
+__all__ = ["Node", "ValueInfo", "TensorInfo", "Model"]
+
+Dim = Union[int, str, None]
+
+
+@dataclass
+class Node:
+    """One operator application.
+
+    Parameters
+    ----------
+    op : str
+        ONNX operator type (``"Conv"``, ``"Relu"``, ...).
+    name : str
+        Unique node name.
+    inputs, outputs : list of str
+        Tensor names; ``""`` marks an omitted optional input.
+    attrs : dict
+        ONNX attributes as Python values (int, float, str, lists, ndarray).
+    domain : str
+        Operator domain; ``""`` is the default ONNX domain.
+    """
+
+    op: str
+    name: str
+    inputs: List[str]
+    outputs: List[str]
+    attrs: Dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+
+    def __post_init__(self) -> None:
+        self.inputs = list(self.inputs)
+        self.outputs = list(self.outputs)
+        self.attrs = dict(self.attrs)
+
+    def __repr__(self) -> str:
+        attrs = ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.attrs.items()))
+        ins = ", ".join(self.inputs)
+        outs = ", ".join(self.outputs)
+        return f"{self.name}: {self.op}({ins}{'; ' + attrs if attrs else ''}) -> {outs}"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        return f"<{v.dtype} {tuple(v.shape)}>"
+    return repr(v)
+
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """A graph input or output: name, shape (ints or symbolic names), dtype."""
+
+    name: str
+    shape: Tuple[Dim, ...] = ()
+    dtype: np.dtype = field(default=np.dtype(np.float32))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Static shape and dtype of a tensor, from :meth:`Model.infer_shapes`.
+
+    ``value`` holds the tensor's contents when they are known at compile time
+    (initializers and results of constant folding).
+    """
+
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    value: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class Model:
+    """A neural network as a list of nodes in topological order.
+
+    Parameters
+    ----------
+    nodes : sequence of Node
+        In any order; the constructor sorts them topologically and rejects
+        cycles, duplicate outputs and inputs that nothing defines.
+    inputs, outputs : sequence of ValueInfo
+        Graph inputs (fed at run time) and outputs.
+    initializers : mapping of str to ndarray
+        Weights. Arrays are copied, so the caller's arrays are never shared.
+    opset : int
+        Default-domain opset version the attributes follow.
+    name : str
+        Model name.
+    metadata : mapping of str to str
+        Free-form metadata (kept in ONNX ``metadata_props``).
+
+    Raises
+    ------
+    ModelError
+        When the graph is malformed.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        inputs: Sequence[ValueInfo],
+        outputs: Sequence[ValueInfo],
+        initializers: Optional[Mapping[str, np.ndarray]] = None,
+        opset: int = 17,
+        name: str = "model",
+        metadata: Optional[Mapping[str, str]] = None,
+        *,
+        copy_arrays: bool = True,
+    ) -> None:
+        self.name = str(name)
+        self.opset = int(opset)
+        self.metadata: Dict[str, str] = dict(metadata or {})
+        self.inputs: List[ValueInfo] = list(inputs)
+        self.outputs: List[ValueInfo] = list(outputs)
+        self.initializers: Dict[str, np.ndarray] = {}
+        for k, v in (initializers or {}).items():
+            if not isinstance(v, np.ndarray):
+                raise ModelError(f"initializer {k!r}: expected a numpy array, got {type(v).__name__}")
+            self.initializers[k] = np.array(v, copy=True) if copy_arrays else v
+        self.nodes: List[Node] = _toposort([copy.deepcopy(n) for n in nodes], self)
+        self._shape_cache: Dict[Any, Dict[str, TensorInfo]] = {}
+
+    # ------------------------------------------------------------------ basics
+    def copy(self) -> "Model":
+        """A deep copy (nodes, attributes and initializers)."""
+        return Model(self.nodes, self.inputs, self.outputs, self.initializers,
+                     self.opset, self.name, self.metadata)
+
+    def with_changes(self, **changes: Any) -> "Model":
+        """A new model with some of nodes/inputs/outputs/initializers/... replaced."""
+        kw = dict(nodes=self.nodes, inputs=self.inputs, outputs=self.outputs,
+                  initializers=self.initializers, opset=self.opset, name=self.name,
+                  metadata=self.metadata)
+        kw.update(changes)
+        return Model(**kw)
+
+    @property
+    def input_names(self) -> List[str]:
+        return [v.name for v in self.inputs]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [v.name for v in self.outputs]
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node named {name!r}")
+
+    def producer(self, tensor: str) -> Optional[Node]:
+        """The node that writes ``tensor``, or None for inputs/initializers."""
+        for n in self.nodes:
+            if tensor in n.outputs:
+                return n
+        return None
+
+    def consumers(self, tensor: str) -> List[Node]:
+        """The nodes that read ``tensor``."""
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def op_types(self) -> Dict[str, int]:
+        """How many nodes of each op type the model has."""
+        counts: Dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    def num_parameters(self) -> int:
+        """Number of learnable parameters.
+
+        Counts the elements of floating-point initializers, except
+        BatchNormalization running statistics (mean and variance), which are
+        buffers rather than parameters; this matches how PyTorch and the
+        papers count (e.g. ResNet-18 has 11,689,512).
+        """
+        buffers = {n.inputs[i] for n in self.nodes if n.op == "BatchNormalization"
+                   for i in (3, 4) if len(n.inputs) > i}
+        return int(sum(v.size for k, v in self.initializers.items()
+                       if np.issubdtype(v.dtype, np.floating) and k not in buffers))
+
+    # ------------------------------------------------------------------ shapes
+    def infer_shapes(self, batch_size: Optional[int] = None,
+                     input_shapes: Optional[Mapping[str, Sequence[int]]] = None
+                     ) -> Dict[str, TensorInfo]:
+        """Static shape and dtype of every tensor.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Value for symbolic (non-integer) leading dimensions of the inputs.
+            Other symbolic dimensions need ``input_shapes``.
+        input_shapes : mapping, optional
+            Concrete shapes for some inputs, overriding the declared ones.
+
+        Returns
+        -------
+        dict of str to TensorInfo
+
+        Raises
+        ------
+        ShapeError
+            When the shapes are inconsistent or an input shape is unknown.
+        """
+        from ._shapes import infer_shapes
+
+        key = (batch_size, tuple(sorted((k, tuple(v)) for k, v in (input_shapes or {}).items())))
+        if key not in self._shape_cache:
+            self._shape_cache[key] = infer_shapes(self, batch_size, input_shapes)
+        return self._shape_cache[key]
+
+    # ------------------------------------------------------------------ display
+    def summary(self, batch_size: int = 1) -> str:
+        """A table of nodes with output shapes and parameter counts."""
+        infos = self.infer_shapes(batch_size=batch_size)
+        rows = [("node", "op", "output shape", "params")]
+        for n in self.nodes:
+            params = sum(self.initializers[i].size for i in n.inputs if i in self.initializers)
+            shape = infos[n.outputs[0]].shape if n.outputs and n.outputs[0] in infos else ()
+            rows.append((n.name, n.op, "x".join(map(str, shape)) or "scalar", f"{params:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c])
+                           for c in range(4)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"{len(self.nodes)} nodes, {self.num_parameters():,} parameters")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{v.name}{list(v.shape)}" for v in self.inputs)
+        outs = ", ".join(f"{v.name}{list(v.shape)}" for v in self.outputs)
+        ops = ", ".join(f"{k}×{v}" for k, v in sorted(self.op_types().items()))
+        return (f"<lpcv.Model {self.name!r}: {len(self.nodes)} nodes, "
+                f"{self.num_parameters():,} params, opset {self.opset}; "
+                f"inputs {ins}; outputs {outs}; ops {ops}>")
+
+    def __eq__(self, other: object) -> bool:  # structural equality, for tests
+        if not isinstance(other, Model):
+            return NotImplemented
+        return (self.inputs == other.inputs and self.outputs == other.outputs
+                and [repr(n) for n in self.nodes] == [repr(n) for n in other.nodes]
+                and self.initializers.keys() == other.initializers.keys()
+                and all(np.array_equal(self.initializers[k], other.initializers[k])
+                        for k in self.initializers))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _toposort(nodes: List[Node], model: Model) -> List[Node]:
+    """Sort nodes topologically (stable), validating names on the way."""
+    defined = set(model.initializers) | set(model.input_names)
+    producers: Dict[str, int] = {}
+    names = set()
+    for i, n in enumerate(nodes):
+        if not isinstance(n, Node):
+            raise ModelError(f"nodes[{i}]: expected lpcv.graph.Node, got {type(n).__name__}")
+        if not n.name:
+            n.name = f"{n.op}_{i}"
+        if n.name in names:
+            raise ModelError(f"duplicate node name {n.name!r}")
+        names.add(n.name)
+        for o in n.outputs:
+            if not o:
+                continue
+            if o in producers or o in defined:
+                raise ModelError(f"tensor {o!r} is written twice (node {n.name!r})")
+            producers[o] = i
+    for i, n in enumerate(nodes):
+        for t in n.inputs:
+            if t and t not in defined and t not in producers:
+                raise ModelError(
+                    f"node {n.name!r} ({n.op}) reads tensor {t!r}, which is not a graph "
+                    "input, an initializer or the output of any node")
+    for v in model.outputs:
+        if v.name not in defined and v.name not in producers:
+            raise ModelError(f"graph output {v.name!r} is not produced by any node")
+    # Kahn's algorithm, keeping the given order among ready nodes.
+    deps = [{producers[t] for t in n.inputs if t in producers} for n in nodes]
+    users: Dict[int, List[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    remaining = [len(d) for d in deps]
+    import heapq
+    ready = [i for i, r in enumerate(remaining) if r == 0]
+    heapq.heapify(ready)
+    order: List[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, ()):
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        stuck = [nodes[i].name for i in range(len(nodes)) if remaining[i] > 0][:5]
+        raise ModelError(f"the graph has a cycle through nodes {stuck}")
+    return [nodes[i] for i in order]
+
+
+def iter_tensor_names(nodes: Iterable[Node]) -> Iterable[str]:
+    """Every tensor name read or written by ``nodes``."""
+    for n in nodes:
+        yield from (t for t in n.inputs if t)
+        yield from (t for t in n.outputs if t)
