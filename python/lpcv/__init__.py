@@ -1,7 +1,51 @@
-"""lpcv: compress and profile neural networks for low-power devices."""
+"""lpcv: compress and profile neural networks for low-power devices.
+
+Quick tour
+----------
+>>> import lpcv
+>>> model = lpcv.zoo.reference("fmnist-lenet5")      # trained, ships with lpcv
+>>> images, labels = lpcv.data.load_sample(100)
+>>> logits = lpcv.Session(model, batch_size=100).run({"input": images})["logits"]
+>>> float((logits.argmax(1) == labels).mean()) > 0.8
+True
+"""
 from __future__ import annotations
 
 from ._version import __version__
-from .graph import Model, Node, ValueInfo
 
-__all__ = ["__version__", "Model", "Node", "ValueInfo"]
+
+def _load_core():
+    """Import the C++ extension, preloading oneDNN if the loader cannot find it.
+
+    The extension's RUNPATH points at ``<prefix>/lib``, where the
+    ``onednn-cpu-gomp`` wheel installs ``libdnnl.so.3``; layouts where that
+    relative path does not hold (e.g. some editable installs) fall back to
+    locating the library through the wheel's metadata.
+    """
+    try:
+        from . import _core
+        return _core
+    except ImportError as first:
+        import ctypes
+        from importlib import metadata
+        try:
+            files = metadata.distribution("onednn-cpu-gomp").files or []
+        except metadata.PackageNotFoundError:
+            raise first from None
+        for f in files:
+            if str(f).endswith("libdnnl.so.3"):
+                ctypes.CDLL(str(f.locate()), mode=ctypes.RTLD_GLOBAL)
+                from . import _core
+                return _core
+        raise first from None
+
+
+_load_core()
+
+from . import data, exceptions, transforms, zoo  # noqa: E402
+from .graph import Model, Node, ValueInfo  # noqa: E402
+from .onnx_io import load, save  # noqa: E402
+from .runtime import Session  # noqa: E402
+
+__all__ = ["__version__", "Model", "Node", "ValueInfo", "Session", "load", "save",
+           "data", "exceptions", "transforms", "zoo"]

@@ -1,0 +1,1109 @@
+// Plan compilation and execution on oneDNN.
+//
+// Compilation walks the lowered ops once. Every tensor lives in one or more
+// "slots" (a oneDNN memory descriptor over a buffer): its primary slot in the
+// layout its producer chose (often blocked, e.g. nChw16c) and extra slots in
+// other layouts when a consumer needs them (reorder steps are inserted then).
+// Buffers are reused once the tensors in them are dead, activations are
+// updated in place where it is safe, and residual additions write into the
+// buffer of the tensor they add to (oneDNN "sum" post-op).
+#include "lpcv/runtime/plan.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+
+#include "lpcv/common/errors.hpp"
+#include "lpcv/runtime/kernels.hpp"
+
+namespace lpcv::runtime {
+
+std::size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32:
+    case DType::s32:
+      return 4;
+    case DType::s8:
+    case DType::u8:
+      return 1;
+    case DType::s64:
+      return 8;
+  }
+  return 0;
+}
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+using Dims = memory::dims;
+
+constexpr std::int64_t kMaxRank = DNNL_MAX_NDIMS;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dt to_dnnl(DType t) {
+  switch (t) {
+    case DType::f32: return dt::f32;
+    case DType::s8: return dt::s8;
+    case DType::u8: return dt::u8;
+    case DType::s32: return dt::s32;
+    case DType::s64: break;
+  }
+  throw Unsupported("int64 tensors are only supported as compile-time constants");
+}
+
+// Dense row-major descriptor; rank-0 tensors become {1}.
+memory::desc plain_desc(const Dims& dims, dt type) {
+  Dims d = dims.empty() ? Dims{1} : dims;
+  Dims strides(d.size(), 1);
+  for (std::size_t k = d.size() - 1; k-- > 0;) strides[k] = strides[k + 1] * d[k + 1];
+  return memory::desc(d, type, strides);
+}
+
+bool is_plain(const memory::desc& md) {
+  if (md.get_format_kind() != memory::format_kind::blocked) return false;
+  return md == plain_desc(md.get_dims(), md.get_data_type());
+}
+
+// Right-aligns `dims` to `rank` by prepending ones.
+Dims pad_rank(const Dims& dims, std::size_t rank) {
+  Dims out(rank - std::min(rank, dims.size()), 1);
+  out.insert(out.end(), dims.begin(), dims.end());
+  return out;
+}
+
+// Eltwise algorithm codes shared with python/lpcv/runtime.py (_ELTWISE).
+dnnl::algorithm eltwise_alg(std::int64_t code) {
+  switch (code) {
+    case 0: return dnnl::algorithm::eltwise_relu;
+    case 1: return dnnl::algorithm::eltwise_clip_v2;
+    case 2: return dnnl::algorithm::eltwise_logistic;
+    case 3: return dnnl::algorithm::eltwise_tanh;
+    case 4: return dnnl::algorithm::eltwise_hardsigmoid;
+    case 5: return dnnl::algorithm::eltwise_hardswish;
+    case 6: return dnnl::algorithm::eltwise_linear;
+    default: break;
+  }
+  throw InvalidArgument(cat("unknown eltwise code ", code));
+}
+constexpr std::int64_t kPostSum = 7;
+
+struct Buffer {
+  std::size_t bytes = 0;
+  int refs = 0;
+  int external = -1;     // >= 0: caller's input (index) — never written
+  int external_out = -1; // >= 0: caller's output (index)
+  void* ptr = nullptr;
+};
+
+struct Slot {
+  memory::desc md;
+  int buffer = -1;           // -1: constant
+  std::optional<memory> constant;
+};
+
+struct Step {
+  StepInfo info;
+  std::optional<dnnl::primitive> prim;
+  std::vector<std::pair<int, int>> args;  // dnnl arg key -> slot
+  // Custom kernels receive the data pointers of `kernel_slots`.
+  std::function<void(const std::vector<void*>&)> kernel;
+  std::vector<int> kernel_slots;
+  std::unordered_map<int, memory> bound;  // resolved at finalize
+};
+
+struct TensorState {
+  std::vector<int> slots;  // slots[0] is the primary layout
+  int uses_left = 0;
+  bool is_output = false;
+  bool is_input = false;
+  bool is_const = false;
+};
+
+// Attribute access with defaults and type checks.
+struct Attrs {
+  const OpDecl& op;
+  const Attr* find(const char* key) const {
+    auto it = op.attrs.find(key);
+    return it == op.attrs.end() ? nullptr : &it->second;
+  }
+  std::int64_t i(const char* key, std::int64_t def) const {
+    const Attr* a = find(key);
+    if (!a) return def;
+    if (auto p = std::get_if<std::int64_t>(a)) return *p;
+    throw InvalidArgument(cat("op ", op.name, ": attribute ", key, " must be an int"));
+  }
+  double f(const char* key, double def) const {
+    const Attr* a = find(key);
+    if (!a) return def;
+    if (auto p = std::get_if<double>(a)) return *p;
+    if (auto p = std::get_if<std::int64_t>(a)) return double(*p);
+    throw InvalidArgument(cat("op ", op.name, ": attribute ", key, " must be a float"));
+  }
+  std::vector<std::int64_t> is(const char* key) const {
+    const Attr* a = find(key);
+    if (!a) return {};
+    if (auto p = std::get_if<std::vector<std::int64_t>>(a)) return *p;
+    if (auto p = std::get_if<std::vector<double>>(a); p && p->empty()) return {};
+    throw InvalidArgument(cat("op ", op.name, ": attribute ", key, " must be ints"));
+  }
+  std::vector<double> fs(const char* key) const {
+    const Attr* a = find(key);
+    if (!a) return {};
+    if (auto p = std::get_if<std::vector<double>>(a)) return *p;
+    if (auto p = std::get_if<std::vector<std::int64_t>>(a))
+      return std::vector<double>(p->begin(), p->end());
+    throw InvalidArgument(cat("op ", op.name, ": attribute ", key, " must be floats"));
+  }
+  std::string s(const char* key, const std::string& def) const {
+    const Attr* a = find(key);
+    if (!a) return def;
+    if (auto p = std::get_if<std::string>(a)) return *p;
+    throw InvalidArgument(cat("op ", op.name, ": attribute ", key, " must be a string"));
+  }
+};
+
+std::string impl_name(const dnnl::primitive_desc_base& pd) {
+  try {
+    return pd.impl_info_str();
+  } catch (...) {
+    return "?";
+  }
+}
+
+}  // namespace
+
+struct Plan::Impl {
+  const GraphDecl* g = nullptr;  // valid during compilation only
+  std::vector<TensorDecl> tensors;
+  std::vector<int> inputs, outputs;
+  std::vector<TensorState> ts;
+  std::vector<Slot> slots;
+  std::vector<Buffer> buffers;
+  std::vector<int> free_buffers;
+  std::vector<Step> steps;
+  std::vector<void*> storage;  // owned activation memory
+  std::vector<std::vector<std::pair<int, memory*>>> external_mems;
+  std::vector<std::vector<std::pair<int, memory*>>> external_out_mems;
+  std::vector<memory> slot_mem;
+  dnnl::stream stream{cpu_engine()};
+
+  ~Impl() {
+    for (void* p : storage) std::free(p);
+  }
+
+  // ------------------------------------------------------------- buffers
+  int alloc_buffer(std::size_t bytes) {
+    int best = -1;
+    for (int b : free_buffers) {
+      if (buffers[b].bytes >= bytes &&
+          (best < 0 || buffers[b].bytes < buffers[best].bytes))
+        best = b;
+    }
+    if (best < 0) {
+      for (int b : free_buffers)
+        if (best < 0 || buffers[b].bytes > buffers[best].bytes) best = b;
+    }
+    if (best >= 0) {
+      free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), best));
+      buffers[best].bytes = std::max(buffers[best].bytes, bytes);
+      buffers[best].refs = 1;
+      return best;
+    }
+    buffers.push_back(Buffer{bytes, 1});
+    return int(buffers.size()) - 1;
+  }
+
+  void unref(int buffer) {
+    if (buffer < 0) return;
+    Buffer& b = buffers[buffer];
+    if (--b.refs == 0 && b.external < 0 && b.external_out < 0)
+      free_buffers.push_back(buffer);
+  }
+
+  int new_slot(const memory::desc& md, int buffer) {
+    slots.push_back(Slot{md, buffer, std::nullopt});
+    return int(slots.size()) - 1;
+  }
+
+  // A slot reinterpreting the bytes of slot `base` with descriptor `md`
+  // (used within one step; the base tensor keeps the buffer alive).
+  int view_slot(int base, const memory::desc& md) {
+    if (slots[base].md == md) return base;
+    if (slots[base].buffer >= 0) return new_slot(md, slots[base].buffer);
+    memory m(md, cpu_engine(), slots[base].constant->get_data_handle());
+    slots.push_back(Slot{md, -1, m});
+    return int(slots.size()) - 1;
+  }
+
+  // A fresh slot for tensor `t` with layout `md` in a new buffer.
+  int new_output(int t, const memory::desc& md) {
+    int s = new_slot(md, alloc_buffer(md.get_size()));
+    ts[t].slots.push_back(s);
+    return s;
+  }
+
+  // A slot for tensor `t` that aliases `buffer` (in-place or view).
+  int alias_output(int t, const memory::desc& md, int buffer) {
+    buffers[buffer].refs++;
+    int s = new_slot(md, buffer);
+    ts[t].slots.push_back(s);
+    return s;
+  }
+
+  // Whether op may overwrite the primary buffer of tensor `t` (last reader,
+  // nothing else shares the buffer, not a caller's array, not an output).
+  bool can_overwrite(int t, int slot) const {
+    const TensorState& s = ts[t];
+    if (s.is_const || s.is_output || s.uses_left != 1) return false;
+    const int b = slots[slot].buffer;
+    return b >= 0 && buffers[b].external < 0 && buffers[b].refs == 1 &&
+           s.slots.size() == 1;
+  }
+
+  // ----------------------------------------------------------- constants
+  memory const_memory(int t, const memory::desc& want) {
+    auto it = g->constants.find(t);
+    if (it == g->constants.end())
+      throw InvalidArgument(cat("tensor ", tensors[t].name, " is not a constant"));
+    const ConstView& c = it->second;
+    memory::desc src = plain_desc(Dims(c.shape.begin(), c.shape.end()), to_dnnl(c.dtype));
+    if (src.get_size() != want.get_size() && is_plain(want)) {
+      // Same data, different logical dims (e.g. grouped weights): reshape.
+      src = plain_desc(want.get_dims(), to_dnnl(c.dtype));
+    } else if (src.get_dims() != want.get_dims()) {
+      src = src.reshape(want.get_dims());
+    }
+    memory user(src, cpu_engine(), const_cast<void*>(c.data));
+    memory out(want, cpu_engine());
+    dnnl::reorder(user, out).execute(stream, user, out);
+    stream.wait();
+    return out;
+  }
+
+  // ------------------------------------------------------------- layouts
+  const memory::desc& primary_desc(int t) {
+    if (ts[t].slots.empty()) {
+      // A constant read as data: materialise it in plain layout.
+      if (!ts[t].is_const)
+        throw InvalidArgument(cat("tensor ", tensors[t].name, " is read before it is written"));
+      memory::desc md = plain_desc(dims_of(t), to_dnnl(tensors[t].dtype));
+      slots.push_back(Slot{md, -1, const_memory(t, md)});
+      ts[t].slots.push_back(int(slots.size()) - 1);
+    }
+    return slots[ts[t].slots[0]].md;
+  }
+
+  int primary(int t) {
+    primary_desc(t);
+    return ts[t].slots[0];
+  }
+
+  // The slot of tensor `t` in layout `md`, reordering once if needed.
+  int slot_as(int t, const memory::desc& md, const std::string& why) {
+    primary_desc(t);
+    for (int s : ts[t].slots)
+      if (slots[s].md == md) return s;
+    if (ts[t].is_const) {
+      slots.push_back(Slot{md, -1, const_memory(t, md)});
+      ts[t].slots.push_back(int(slots.size()) - 1);
+      return ts[t].slots.back();
+    }
+    const int src = ts[t].slots[0];
+    const int dst = new_output(t, md);
+    add_reorder(src, dst, why);
+    return dst;
+  }
+
+  int plain(int t, const std::string& why) {
+    return slot_as(t, plain_desc(dims_of(t), to_dnnl(tensors[t].dtype)), why);
+  }
+
+  void add_reorder(int src, int dst, const std::string& node) {
+    dnnl::reorder::primitive_desc pd(cpu_engine(), slots[src].md, cpu_engine(),
+                                     slots[dst].md);
+    Step st;
+    st.info = {node, "reorder", impl_name(pd)};
+    st.prim = dnnl::reorder(pd);
+    st.args = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+    steps.push_back(std::move(st));
+  }
+
+  Dims dims_of(int t) const {
+    const auto& s = tensors[t].shape;
+    return Dims(s.begin(), s.end());
+  }
+
+  std::int64_t numel(int t) const {
+    std::int64_t n = 1;
+    for (auto d : tensors[t].shape) n *= d;
+    return n;
+  }
+
+  void push_prim(const OpDecl& op, const char* kind, const dnnl::primitive& p,
+                 const dnnl::primitive_desc_base& pd,
+                 std::vector<std::pair<int, int>> args) {
+    Step st;
+    st.info = {op.name, kind, impl_name(pd)};
+    st.prim = p;
+    st.args = std::move(args);
+    steps.push_back(std::move(st));
+  }
+
+  void push_kernel(const OpDecl& op, const char* kind, std::vector<int> kslots,
+                   std::function<void(const std::vector<void*>&)> fn) {
+    Step st;
+    st.info = {op.name, kind, "lpcv"};
+    st.kernel = std::move(fn);
+    st.kernel_slots = std::move(kslots);
+    steps.push_back(std::move(st));
+  }
+
+  // Post-ops from the lowered attributes; returns the index of the input
+  // holding the residual for a "sum" post-op, or -1.
+  dnnl::post_ops post_ops(const Attrs& a, bool allow_sum, bool* has_sum) {
+    dnnl::post_ops po;
+    const auto algs = a.is("post_algs");
+    const auto alpha = a.fs("post_alpha");
+    const auto beta = a.fs("post_beta");
+    if (alpha.size() != algs.size() || beta.size() != algs.size())
+      throw InvalidArgument(cat("op ", a.op.name, ": post-op lists differ in length"));
+    *has_sum = false;
+    for (std::size_t i = 0; i < algs.size(); ++i) {
+      if (algs[i] == kPostSum) {
+        if (!allow_sum || *has_sum)
+          throw InvalidArgument(cat("op ", a.op.name, ": misplaced sum post-op"));
+        po.append_sum(float(alpha[i]));
+        *has_sum = true;
+      } else {
+        po.append_eltwise(eltwise_alg(algs[i]), float(alpha[i]), float(beta[i]));
+      }
+    }
+    return po;
+  }
+
+  // Output slot for a primitive whose dst may need to hold the residual of a
+  // sum post-op first (dst = op(src) + residual).
+  int output_with_residual(const OpDecl& op, int out, const memory::desc& md,
+                           int residual) {
+    if (residual < 0) return new_output(out, md);
+    const int rs = slot_as(residual, md, op.name);
+    if (can_overwrite(residual, rs) && slots[rs].buffer >= 0) {
+      return alias_output(out, md, slots[rs].buffer);
+    }
+    const int s = new_output(out, md);
+    add_reorder(rs, s, op.name);
+    return s;
+  }
+
+  // ------------------------------------------------------------- compile
+  void compile_op(const OpDecl& op) {
+    const Attrs a{op};
+    const std::string& k = op.op;
+    if (k == "Conv") return conv(op, a);
+    if (k == "Gemm" || k == "MatMul") return matmul(op, a);
+    if (k == "Eltwise") return eltwise(op, a);
+    if (k == "Binary") return binary(op, a);
+    if (k == "Pool") return pool(op, a);
+    if (k == "BatchNormalization") return batchnorm(op, a);
+    if (k == "Softmax") return softmax(op, a);
+    if (k == "Concat") return concat(op, a);
+    if (k == "Split") return split(op, a);
+    if (k == "Transpose") return transpose(op, a);
+    if (k == "View") return view(op);
+    if (k == "Copy") return copy(op);
+    if (k == "Pad") return pad_op(op, a);
+    throw Unsupported(cat("runtime: op ", k, " (node ", op.name, ") is not a lowered op"));
+  }
+
+  int in(const OpDecl& op, std::size_t i) const {
+    if (i >= op.inputs.size() || op.inputs[i] < 0)
+      throw InvalidArgument(cat("op ", op.name, ": missing input ", i));
+    return op.inputs[i];
+  }
+  bool has_in(const OpDecl& op, std::size_t i) const {
+    return i < op.inputs.size() && op.inputs[i] >= 0;
+  }
+  int out(const OpDecl& op, std::size_t i = 0) const {
+    if (i >= op.outputs.size() || op.outputs[i] < 0)
+      throw InvalidArgument(cat("op ", op.name, ": missing output ", i));
+    return op.outputs[i];
+  }
+
+  void conv(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), w = in(op, 1), y = out(op);
+    if (!ts[w].is_const)
+      throw Unsupported(cat("Conv ", op.name, ": weights must be constant"));
+    const Dims xd = dims_of(x), wd = dims_of(w), yd = dims_of(y);
+    const std::size_t nd = xd.size() - 2;
+    const std::int64_t group = a.i("group", 1);
+    auto strides = a.is("strides"), dil = a.is("dilations"), pads = a.is("pads");
+    if (strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
+      throw InvalidArgument(cat("Conv ", op.name, ": strides/dilations/pads ranks"));
+    Dims pl(pads.begin(), pads.begin() + nd), pr(nd), dd(nd);
+    for (std::size_t i = 0; i < nd; ++i) {
+      dd[i] = dil[i] - 1;
+      // Right padding that yields exactly the declared output extent.
+      pr[i] = (yd[2 + i] - 1) * strides[i] + (wd[2 + i] - 1) * dil[i] + 1 - xd[2 + i] - pl[i];
+    }
+    Dims wdims = wd;
+    if (group > 1) {
+      wdims = {group, wd[0] / group};
+      wdims.insert(wdims.end(), wd.begin() + 1, wd.end());
+    }
+    bool has_sum = false;
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(post_ops(a, true, &has_sum));
+    const int residual = has_sum ? in(op, op.inputs.size() - 1) : -1;
+    const bool bias = has_in(op, 2) && op.inputs[2] != residual;
+    memory::desc src_any(xd, dt::f32, tag::any), w_any(wdims, dt::f32, tag::any),
+        dst_any(yd, dt::f32, tag::any);
+    memory::desc b_md = bias ? memory::desc({wd[0]}, dt::f32, tag::a) : memory::desc();
+    dnnl::convolution_forward::primitive_desc pd;
+    try {
+      pd = dnnl::convolution_forward::primitive_desc(
+          cpu_engine(), dnnl::prop_kind::forward_inference,
+          dnnl::algorithm::convolution_direct, src_any, w_any, b_md, dst_any,
+          Dims(strides.begin(), strides.end()), dd, pl, pr, attr);
+    } catch (const dnnl::error& e) {
+      throw BackendError(cat("Conv ", op.name, ": oneDNN: ", e.what()));
+    }
+    const int xs = slot_as(x, pd.src_desc(), op.name);
+    slots.push_back(Slot{pd.weights_desc(), -1, const_memory(w, pd.weights_desc())});
+    const int ws = int(slots.size()) - 1;
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}};
+    if (bias) {
+      slots.push_back(Slot{pd.bias_desc(), -1, const_memory(in(op, 2), pd.bias_desc())});
+      args.push_back({DNNL_ARG_BIAS, int(slots.size()) - 1});
+    }
+    const int ys = output_with_residual(op, y, pd.dst_desc(), residual);
+    args.push_back({DNNL_ARG_DST, ys});
+    push_prim(op, "convolution", dnnl::convolution_forward(pd), pd, std::move(args));
+  }
+
+  // Gemm (2-D, ONNX transA/transB/alpha/beta) and MatMul (N-D, broadcast).
+  void matmul(const OpDecl& op, const Attrs& a) {
+    const bool gemm = op.op == "Gemm";
+    const int A = in(op, 0), B = in(op, 1), y = out(op);
+    Dims ad = dims_of(A), bd = dims_of(B), yd = dims_of(y);
+    const bool ta = gemm && a.i("transA", 0), tb = gemm && a.i("transB", 0);
+    double alpha = gemm ? a.f("alpha", 1.0) : 1.0, beta = gemm ? a.f("beta", 1.0) : 1.0;
+    // MatMul's 1-D operands: promote to matrices, then right-align ranks.
+    const bool a_vec = ad.size() == 1, b_vec = bd.size() == 1;
+    if (a_vec) ad.insert(ad.begin(), 1);
+    if (b_vec) bd.push_back(1);
+    const std::size_t rank = std::max({ad.size(), bd.size(), std::size_t(2)});
+    ad = pad_rank(ad, rank);
+    bd = pad_rank(bd, rank);
+    Dims od(rank);
+    for (std::size_t i = 0; i + 2 < rank; ++i) od[i] = std::max(ad[i], bd[i]);
+    od[rank - 2] = ta ? ad[rank - 1] : ad[rank - 2];
+    od[rank - 1] = tb ? bd[rank - 2] : bd[rank - 1];
+    auto logical = [&](const Dims& d, bool trans) {
+      // A view of a dense tensor with the last two axes swapped if trans.
+      memory::desc md = plain_desc(d, dt::f32);
+      if (!trans) return md;
+      std::vector<int> perm(d.size());
+      std::iota(perm.begin(), perm.end(), 0);
+      std::swap(perm[d.size() - 1], perm[d.size() - 2]);
+      return md.permute_axes(perm);
+    };
+    memory::desc a_md = logical(ad, ta);
+    memory::desc b_md = logical(bd, tb);
+    memory::desc y_md = plain_desc(od, dt::f32);
+    const bool b_const = ts[B].is_const;
+    dnnl::post_ops po;
+    bool has_sum = false;
+    dnnl::post_ops user = post_ops(a, false, &has_sum);
+    int c_slot = -1;
+    memory::desc bias_md;
+    std::optional<memory> bias_mem;
+    const bool has_c = gemm && has_in(op, 2) && beta != 0.0;
+    // alpha·A·B + beta·C = beta·((alpha/beta)·A·B + C) when C is a tensor.
+    if (has_c && !ts[in(op, 2)].is_const) {
+      if (alpha / beta != 1.0) po.append_eltwise(dnnl::algorithm::eltwise_linear, float(alpha / beta), 0.f);
+      Dims cd = pad_rank(dims_of(in(op, 2)), rank);
+      c_slot = plain(in(op, 2), op.name);
+      po.append_binary(dnnl::algorithm::binary_add, plain_desc(cd, dt::f32));
+      if (beta != 1.0) po.append_eltwise(dnnl::algorithm::eltwise_linear, float(beta), 0.f);
+    } else {
+      if (alpha != 1.0 && !b_const) po.append_eltwise(dnnl::algorithm::eltwise_linear, float(alpha), 0.f);
+      if (has_c) {
+        // Constant C: scaled by beta and passed as the matmul bias.
+        Dims cd = pad_rank(dims_of(in(op, 2)), rank);
+        bias_md = plain_desc(cd, dt::f32);
+        memory raw = const_memory(in(op, 2), bias_md);
+        if (beta != 1.0) {
+          float* p = static_cast<float*>(raw.get_data_handle());
+          const std::size_t n = bias_md.get_size() / sizeof(float);
+          for (std::size_t i = 0; i < n; ++i) p[i] = float(p[i] * beta);
+        }
+        bias_mem = raw;
+      }
+    }
+    for (int i = 0; i < user.len(); ++i) {
+      dnnl::algorithm alg;
+      float al, be;
+      user.get_params_eltwise(i, alg, al, be);
+      po.append_eltwise(alg, al, be);
+    }
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    const memory::desc b_want =
+        b_const ? memory::desc(b_md.get_dims(), dt::f32, tag::any) : b_md;
+    dnnl::matmul::primitive_desc pd;
+    try {
+      pd = dnnl::matmul::primitive_desc(cpu_engine(), a_md, b_want, bias_md, y_md, attr);
+    } catch (const dnnl::error& e) {
+      throw BackendError(cat(op.op, " ", op.name, ": oneDNN: ", e.what()));
+    }
+    // A: the plain buffer of A reinterpreted with the logical descriptor.
+    const int as = view_slot(plain(A, op.name), a_md);
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, as}};
+    if (b_const) {
+      // Weights reordered once; alpha folded in.
+      memory::desc b_src = b_md;
+      auto it = g->constants.find(B);
+      memory user_b(b_src, cpu_engine(), const_cast<void*>(it->second.data));
+      memory wb(pd.weights_desc(), cpu_engine());
+      dnnl::primitive_attr rattr;
+      if (alpha != 1.0 && c_slot < 0) {
+        dnnl::post_ops rpo;
+        rpo.append_eltwise(dnnl::algorithm::eltwise_linear, float(alpha), 0.f);
+        rattr.set_post_ops(rpo);
+      }
+      dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), b_src, cpu_engine(),
+                                                  pd.weights_desc(), rattr))
+          .execute(stream, user_b, wb);
+      stream.wait();
+      slots.push_back(Slot{pd.weights_desc(), -1, wb});
+      args.push_back({DNNL_ARG_WEIGHTS, int(slots.size()) - 1});
+    } else {
+      args.push_back({DNNL_ARG_WEIGHTS, view_slot(plain(B, op.name), b_md)});
+    }
+    if (bias_mem) {
+      slots.push_back(Slot{bias_md, -1, *bias_mem});
+      args.push_back({DNNL_ARG_BIAS, int(slots.size()) - 1});
+    }
+    if (c_slot >= 0) {
+      const int cs =
+          view_slot(c_slot, plain_desc(pad_rank(dims_of(in(op, 2)), rank), dt::f32));
+      const int idx = alpha / beta != 1.0 ? 1 : 0;
+      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_SRC_1, cs});
+    }
+    // Output: plain, with the declared (possibly squeezed) shape aliased.
+    const int ys = new_output(y, plain_desc(yd, dt::f32));
+    const int yv = new_slot(y_md, slots[ys].buffer);
+    args.push_back({DNNL_ARG_DST, yv});
+    push_prim(op, gemm ? "gemm" : "matmul", dnnl::matmul(pd), pd, std::move(args));
+  }
+
+  void eltwise(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = primary(x);
+    const memory::desc md = slots[xs].md;
+    dnnl::eltwise_forward::primitive_desc pd(
+        cpu_engine(), dnnl::prop_kind::forward_inference, eltwise_alg(a.i("alg", 0)),
+        md, md, float(a.f("alpha", 0.0)), float(a.f("beta", 0.0)));
+    const int ys = can_overwrite(x, xs) ? alias_output(y, md, slots[xs].buffer)
+                                        : new_output(y, md);
+    push_prim(op, "eltwise", dnnl::eltwise_forward(pd), pd,
+              {{DNNL_ARG_SRC, xs}, {DNNL_ARG_DST, ys}});
+  }
+
+  void binary(const OpDecl& op, const Attrs& a) {
+    int x0 = in(op, 0), x1 = in(op, 1);
+    const int y = out(op);
+    std::string kind = a.s("kind", "add");
+    const Dims yd = dims_of(y);
+    const std::size_t rank = std::max<std::size_t>(yd.size(), 1);
+    Dims d0 = pad_rank(dims_of(x0), rank), d1 = pad_rank(dims_of(x1), rank);
+    const Dims ydr = pad_rank(yd, rank);
+    dnnl::post_ops po;
+    bool has_sum = false;
+    dnnl::post_ops user = post_ops(a, false, &has_sum);
+    const bool commutative = kind == "add" || kind == "mul";
+    bool negate = false;
+    if (d0 != ydr && d1 == ydr) {
+      if (commutative) std::swap(x0, x1), std::swap(d0, d1);
+      else if (kind == "sub") std::swap(x0, x1), std::swap(d0, d1), negate = true;
+    }
+    if (d0 != ydr) return binary_generic(op, kind, user);
+    if (negate) po.append_eltwise(dnnl::algorithm::eltwise_linear, -1.f, 0.f);
+    for (int i = 0; i < user.len(); ++i) {
+      dnnl::algorithm alg;
+      float al, be;
+      user.get_params_eltwise(i, alg, al, be);
+      po.append_eltwise(alg, al, be);
+    }
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    const dnnl::algorithm alg = kind == "add" ? dnnl::algorithm::binary_add
+                                : kind == "sub" ? dnnl::algorithm::binary_sub
+                                : kind == "mul" ? dnnl::algorithm::binary_mul
+                                                : dnnl::algorithm::binary_div;
+    // First try the producers' layouts, then plain ones.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      int s0 = attempt == 0 && yd.size() == rank ? primary(x0) : plain(x0, op.name);
+      memory::desc m0 = slots[s0].md;
+      if (m0.get_dims() != ydr) m0 = plain_desc(ydr, dt::f32);  // rank-0 case
+      int s1;
+      memory::desc m1;
+      if (d1 == ydr && attempt == 0 && yd.size() == rank) {
+        s1 = slot_as(x1, m0, op.name);
+        m1 = m0;
+      } else {
+        s1 = plain(x1, op.name);
+        m1 = plain_desc(d1, dt::f32);
+      }
+      dnnl::binary::primitive_desc pd;
+      try {
+        pd = dnnl::binary::primitive_desc(cpu_engine(), alg, m0, m1, m0, attr);
+      } catch (const dnnl::error&) {
+        if (attempt == 0) continue;
+        return binary_generic(op, kind, user);
+      }
+      const int v0 = view_slot(s0, m0);
+      const int v1 = view_slot(s1, m1);
+      int ys;
+      if (v0 == s0 && can_overwrite(x0, s0) && x0 != x1)
+        ys = alias_output(y, m0, slots[s0].buffer);
+      else
+        ys = new_output(y, m0);
+      push_prim(op, "binary", dnnl::binary(pd), pd,
+                {{DNNL_ARG_SRC_0, v0}, {DNNL_ARG_SRC_1, v1}, {DNNL_ARG_DST, ys}});
+      return;
+    }
+  }
+
+  void binary_generic(const OpDecl& op, const std::string& kind, const dnnl::post_ops& user) {
+    const int x0 = in(op, 0), x1 = in(op, 1), y = out(op);
+    const int s0 = plain(x0, op.name), s1 = plain(x1, op.name);
+    const int ys = new_output(y, plain_desc(dims_of(y), dt::f32));
+    const BinaryOp bop = kind == "add" ? BinaryOp::add : kind == "sub" ? BinaryOp::sub
+                         : kind == "mul" ? BinaryOp::mul : BinaryOp::div;
+    auto s0d = tensors[x0].shape, s1d = tensors[x1].shape, yd = tensors[y].shape;
+    push_kernel(op, "binary_broadcast", {s0, s1, ys},
+                [=](const std::vector<void*>& p) {
+                  broadcast_binary(bop, static_cast<const float*>(p[0]), s0d,
+                                   static_cast<const float*>(p[1]), s1d,
+                                   static_cast<float*>(p[2]), yd);
+                });
+    if (user.len()) {
+      // Activations that followed: a separate in-place eltwise step each.
+      for (int i = 0; i < user.len(); ++i) {
+        dnnl::algorithm alg;
+        float al, be;
+        user.get_params_eltwise(i, alg, al, be);
+        const memory::desc md = slots[ys].md;
+        dnnl::eltwise_forward::primitive_desc pd(
+            cpu_engine(), dnnl::prop_kind::forward_inference, alg, md, md, al, be);
+        push_prim(op, "eltwise", dnnl::eltwise_forward(pd), pd,
+                  {{DNNL_ARG_SRC, ys}, {DNNL_ARG_DST, ys}});
+      }
+    }
+  }
+
+  void pool(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const Dims xd = dims_of(x), yd = dims_of(y);
+    const std::size_t nd = xd.size() - 2;
+    const std::string mode = a.s("mode", "max");
+    auto kernel = a.is("kernel"), strides = a.is("strides"), dil = a.is("dilations"),
+         pads = a.is("pads");
+    if (kernel.size() != nd || strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
+      throw InvalidArgument(cat("pool ", op.name, ": kernel/strides/dilations/pads ranks"));
+    Dims pl(pads.begin(), pads.begin() + nd), pr(nd), dd(nd);
+    for (std::size_t i = 0; i < nd; ++i) {
+      dd[i] = dil[i] - 1;
+      pr[i] = (yd[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - xd[2 + i] - pl[i];
+    }
+    const dnnl::algorithm alg =
+        mode == "max" ? dnnl::algorithm::pooling_max
+        : a.i("count_include_pad", 0) ? dnnl::algorithm::pooling_avg_include_padding
+                                      : dnnl::algorithm::pooling_avg_exclude_padding;
+    const int xs = primary(x);
+    dnnl::pooling_forward::primitive_desc pd;
+    try {
+      pd = dnnl::pooling_forward::primitive_desc(
+          cpu_engine(), dnnl::prop_kind::forward_inference, alg, slots[xs].md,
+          memory::desc(yd, dt::f32, tag::any), Dims(strides.begin(), strides.end()),
+          Dims(kernel.begin(), kernel.end()), dd, pl, pr);
+    } catch (const dnnl::error& e) {
+      throw BackendError(cat("pool ", op.name, ": oneDNN: ", e.what()));
+    }
+    const int ys = new_output(y, pd.dst_desc());
+    push_prim(op, "pooling", dnnl::pooling_forward(pd), pd,
+              {{DNNL_ARG_SRC, xs}, {DNNL_ARG_DST, ys}});
+  }
+
+  void batchnorm(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = primary(x);
+    const memory::desc md = slots[xs].md;
+    const auto flags = dnnl::normalization_flags::use_global_stats |
+                       dnnl::normalization_flags::use_scale |
+                       dnnl::normalization_flags::use_shift;
+    dnnl::batch_normalization_forward::primitive_desc pd(
+        cpu_engine(), dnnl::prop_kind::forward_inference, md, md,
+        float(a.f("epsilon", 1e-5)), flags);
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, xs}};
+    const int keys[] = {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+    for (int i = 0; i < 4; ++i) args.push_back({keys[i], plain(in(op, 1 + i), op.name)});
+    const int ys = can_overwrite(x, xs) ? alias_output(y, md, slots[xs].buffer)
+                                        : new_output(y, md);
+    args.push_back({DNNL_ARG_DST, ys});
+    push_prim(op, "batch_normalization", dnnl::batch_normalization_forward(pd), pd,
+              std::move(args));
+  }
+
+  void softmax(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = plain(x, op.name);
+    // Opset < 13 semantics arrive as a 2-D view (`coerce` = axis).
+    Dims d = dims_of(x);
+    if (d.empty()) d = {1};
+    int axis = int(a.i("axis", -1));
+    if (a.i("coerce", 0)) {
+      std::int64_t outer = 1, inner = 1;
+      for (int i = 0; i < int(d.size()); ++i) (i < axis ? outer : inner) *= d[i];
+      d = {outer, inner};
+      axis = 1;
+    }
+    if (axis < 0) axis += int(d.size());
+    const memory::desc md = plain_desc(d, dt::f32);
+    dnnl::softmax_forward::primitive_desc pd(
+        cpu_engine(), dnnl::prop_kind::forward_inference,
+        a.i("log", 0) ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate,
+        md, md, axis);
+    const int xv = view_slot(xs, md);
+    const int ys = new_output(y, plain_desc(dims_of(y), dt::f32));
+    const int yv = new_slot(md, slots[ys].buffer);
+    push_prim(op, "softmax", dnnl::softmax_forward(pd), pd,
+              {{DNNL_ARG_SRC, xv}, {DNNL_ARG_DST, yv}});
+  }
+
+  void concat(const OpDecl& op, const Attrs& a) {
+    const int y = out(op);
+    const int axis = int(a.i("axis", 0));
+    std::vector<int> ins;
+    for (int t : op.inputs)
+      if (t >= 0 && numel(t) > 0) ins.push_back(t);
+    if (ins.empty()) throw Unsupported(cat("Concat ", op.name, ": all inputs are empty"));
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      std::vector<memory::desc> mds;
+      std::vector<int> ss;
+      for (int t : ins) {
+        ss.push_back(attempt == 0 ? primary(t) : plain(t, op.name));
+        mds.push_back(slots[ss.back()].md);
+      }
+      dnnl::concat::primitive_desc pd;
+      try {
+        pd = dnnl::concat::primitive_desc(cpu_engine(), memory::desc(dims_of(y), dt::f32, tag::any),
+                                          axis, mds);
+      } catch (const dnnl::error& e) {
+        if (attempt == 0) continue;
+        throw BackendError(cat("Concat ", op.name, ": oneDNN: ", e.what()));
+      }
+      std::vector<std::pair<int, int>> args;
+      for (std::size_t i = 0; i < ss.size(); ++i) args.push_back({DNNL_ARG_MULTIPLE_SRC + int(i), ss[i]});
+      args.push_back({DNNL_ARG_DST, new_output(y, pd.dst_desc())});
+      push_prim(op, "concat", dnnl::concat(pd), pd, std::move(args));
+      return;
+    }
+  }
+
+  void split(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0);
+    const int axis = int(a.i("axis", 0));
+    const int xs = plain(x, op.name);
+    Dims offsets(tensors[x].shape.size(), 0);
+    for (std::size_t j = 0; j < op.outputs.size(); ++j) {
+      const int y = op.outputs[j];
+      if (y < 0) continue;
+      const Dims yd = dims_of(y);
+      if (numel(y) > 0) {
+        const memory::desc sub = slots[xs].md.submemory_desc(yd, offsets);
+        const int view = view_slot(xs, sub);
+        const int ys = new_output(y, plain_desc(yd, dt::f32));
+        add_reorder(view, ys, op.name);
+      } else {
+        new_output(y, plain_desc(Dims(yd.size(), 1), dt::f32));
+      }
+      offsets[axis] += yd[axis];
+    }
+  }
+
+  void transpose(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const auto perm = a.is("perm");
+    const int xs = plain(x, op.name);
+    std::vector<int> inv(perm.size());
+    for (std::size_t i = 0; i < perm.size(); ++i) inv[perm[i]] = int(i);
+    memory::desc permuted = slots[xs].md;
+    if (perm.size() > 1) permuted = permuted.permute_axes(inv);
+    const int view = view_slot(xs, permuted);
+    const int ys = new_output(y, plain_desc(dims_of(y), dt::f32));
+    add_reorder(view, ys, op.name);
+  }
+
+  // Reshape/Flatten/Squeeze/Unsqueeze: the same bytes with new dims.
+  void view(const OpDecl& op) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = plain(x, op.name);
+    const memory::desc md = plain_desc(dims_of(y), dt::f32);
+    if (slots[xs].buffer < 0) {  // a view of a constant is a constant view
+      ts[y].slots.push_back(view_slot(xs, md));
+      return;
+    }
+    alias_output(y, md, slots[xs].buffer);
+  }
+
+  void copy(const OpDecl& op) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = primary(x);
+    const int ys = new_output(y, slots[xs].md);
+    add_reorder(xs, ys, op.name);
+  }
+
+  void pad_op(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const int xs = plain(x, op.name);
+    const int ys = new_output(y, plain_desc(dims_of(y), dt::f32));
+    const std::string m = a.s("mode", "constant");
+    const PadMode mode = m == "reflect" ? PadMode::reflect : m == "edge" ? PadMode::edge
+                         : m == "wrap" ? PadMode::wrap : PadMode::constant;
+    const auto pads = a.is("pads");
+    const float value = float(a.f("value", 0.0));
+    const auto xd = tensors[x].shape;
+    if (pads.size() != 2 * xd.size())
+      throw InvalidArgument(cat("Pad ", op.name, ": expected ", 2 * xd.size(), " pads"));
+    push_kernel(op, "pad", {xs, ys}, [=](const std::vector<void*>& p) {
+      pad(static_cast<const float*>(p[0]), xd, static_cast<float*>(p[1]), pads, mode, value);
+    });
+  }
+
+  // ------------------------------------------------------------ finalize
+  void compile(const GraphDecl& graph) {
+    g = &graph;
+    tensors = graph.tensors;
+    inputs = graph.inputs;
+    outputs = graph.outputs;
+    const int n = int(tensors.size());
+    ts.assign(n, TensorState{});
+    auto check_id = [&](int t, const std::string& where) {
+      if (t < -1 || t >= n) throw InvalidArgument(cat(where, ": tensor id ", t, " out of range"));
+    };
+    for (const auto& t : tensors) {
+      if (std::int64_t(t.shape.size()) > kMaxRank)
+        throw Unsupported(cat("tensor ", t.name, " has rank ", t.shape.size(), " > ", kMaxRank));
+      for (auto d : t.shape)
+        if (d < 0) throw ShapeError(cat("tensor ", t.name, " has a negative dimension"));
+    }
+    for (auto& [id, c] : graph.constants) {
+      check_id(id, "constant");
+      ts[id].is_const = true;
+      std::int64_t cn = 1;
+      for (auto d : c.shape) cn *= d;
+      std::int64_t tn = 1;
+      for (auto d : tensors[id].shape) tn *= d;
+      if (cn != tn || !c.data)
+        throw ShapeError(cat("constant ", tensors[id].name, " does not match its declared shape"));
+    }
+    for (const auto& op : graph.ops) {
+      std::vector<int> seen;
+      for (int t : op.inputs) {
+        check_id(t, op.name);
+        if (t >= 0 && std::find(seen.begin(), seen.end(), t) == seen.end()) {
+          ts[t].uses_left++;
+          seen.push_back(t);
+        }
+      }
+      for (int t : op.outputs) check_id(t, op.name);
+    }
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const int t = inputs[i];
+      check_id(t, "input");
+      if (t < 0) throw InvalidArgument("graph input id -1");
+      if (tensors[t].dtype != DType::f32)
+        throw Unsupported(cat("input ", tensors[t].name, ": only float32 inputs are supported"));
+      ts[t].is_input = true;
+      buffers.push_back(Buffer{plain_desc(dims_of(t), dt::f32).get_size(), 1, int(i), -1});
+      new_slot(plain_desc(dims_of(t), dt::f32), int(buffers.size()) - 1);
+      ts[t].slots.push_back(int(slots.size()) - 1);
+    }
+    for (int t : outputs) {
+      check_id(t, "output");
+      if (t < 0) throw InvalidArgument("graph output id -1");
+      ts[t].is_output = true;
+    }
+    for (const auto& op : graph.ops) {
+      for (int t : op.outputs)
+        if (t >= 0 && tensors[t].dtype != DType::f32)
+          throw Unsupported(cat("op ", op.name, " (", op.op, "): output ", tensors[t].name,
+                                " is not float32; the runtime computes in float32"));
+      try {
+        compile_op(op);
+      } catch (const dnnl::error& e) {
+        throw BackendError(cat(op.op, " ", op.name, ": oneDNN: ", e.what()));
+      }
+      std::vector<int> seen;
+      for (int t : op.inputs) {
+        if (t < 0 || std::find(seen.begin(), seen.end(), t) != seen.end()) continue;
+        seen.push_back(t);
+        if (--ts[t].uses_left == 0 && !ts[t].is_output)
+          for (int s : ts[t].slots) unref(slots[s].buffer);
+      }
+      // Outputs nobody reads die at once.
+      for (int t : op.outputs)
+        if (t >= 0 && ts[t].uses_left == 0 && !ts[t].is_output)
+          for (int s : ts[t].slots) unref(slots[s].buffer);
+    }
+    // Edge reorders into the caller's output arrays.
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const int t = outputs[i];
+      const int src = primary(t);
+      buffers.push_back(Buffer{plain_desc(dims_of(t), dt::f32).get_size(), 1, -1, int(i)});
+      const int dst = new_slot(plain_desc(dims_of(t), dt::f32), int(buffers.size()) - 1);
+      add_reorder(src, dst, "");
+    }
+    finalize();
+    g = nullptr;
+  }
+
+  void finalize() {
+    for (auto& b : buffers) {
+      if (b.external >= 0 || b.external_out >= 0) continue;
+      const std::size_t bytes = std::max<std::size_t>(64, (b.bytes + 63) / 64 * 64);
+      b.ptr = std::aligned_alloc(64, bytes);
+      if (!b.ptr) throw BackendError(cat("out of memory allocating ", bytes, " bytes"));
+      storage.push_back(b.ptr);
+    }
+    slot_mem.clear();
+    slot_mem.reserve(slots.size());
+    for (auto& s : slots) {
+      if (s.buffer < 0) slot_mem.push_back(*s.constant);
+      else slot_mem.emplace_back(s.md, cpu_engine(), buffers[s.buffer].ptr);
+    }
+    external_mems.assign(inputs.size(), {});
+    external_out_mems.assign(outputs.size(), {});
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      const int b = slots[i].buffer;
+      if (b < 0) continue;
+      if (buffers[b].external >= 0) external_mems[buffers[b].external].push_back({int(i), &slot_mem[i]});
+      if (buffers[b].external_out >= 0)
+        external_out_mems[buffers[b].external_out].push_back({int(i), &slot_mem[i]});
+    }
+    for (auto& st : steps) {
+      for (auto& [key, s] : st.args) st.bound.emplace(key, slot_mem[s]);
+    }
+  }
+
+  void bind(const std::vector<const void*>& in_ptrs, const std::vector<void*>& out_ptrs) {
+    if (in_ptrs.size() != inputs.size())
+      throw InvalidArgument(cat("expected ", inputs.size(), " inputs, got ", in_ptrs.size()));
+    if (out_ptrs.size() != outputs.size())
+      throw InvalidArgument(cat("expected ", outputs.size(), " outputs, got ", out_ptrs.size()));
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      for (auto& [s, m] : external_mems[i]) m->set_data_handle(const_cast<void*>(in_ptrs[i]));
+    for (std::size_t i = 0; i < outputs.size(); ++i)
+      for (auto& [s, m] : external_out_mems[i]) m->set_data_handle(out_ptrs[i]);
+  }
+
+  void run_step(Step& st) {
+    if (st.prim) {
+      st.prim->execute(stream, st.bound);
+    } else {
+      std::vector<void*> ptrs;
+      ptrs.reserve(st.kernel_slots.size());
+      for (int s : st.kernel_slots) ptrs.push_back(slot_mem[s].get_data_handle());
+      st.kernel(ptrs);
+    }
+  }
+};
+
+Plan::Plan(const GraphDecl& graph) : impl_(std::make_unique<Impl>()) {
+  try {
+    impl_->compile(graph);
+  } catch (const dnnl::error& e) {
+    throw BackendError(cat("oneDNN: ", e.what()));
+  }
+}
+Plan::~Plan() = default;
+Plan::Plan(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&&) noexcept = default;
+
+namespace {
+struct ThreadScope {
+  int saved;
+  explicit ThreadScope(int threads) : saved(omp_get_max_threads()) {
+    if (threads > 0) omp_set_num_threads(threads);
+  }
+  ~ThreadScope() { omp_set_num_threads(saved); }
+};
+}  // namespace
+
+void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               int threads) {
+  ThreadScope scope(threads);
+  impl_->bind(inputs, outputs);
+  try {
+    for (auto& st : impl_->steps) impl_->run_step(st);
+    impl_->stream.wait();
+  } catch (const dnnl::error& e) {
+    throw BackendError(cat("oneDNN: ", e.what()));
+  }
+}
+
+std::vector<double> Plan::profile(const std::vector<const void*>& inputs,
+                                  const std::vector<void*>& outputs, int repeats,
+                                  int threads) {
+  if (repeats < 1) throw InvalidArgument(cat("repeats must be >= 1, got ", repeats));
+  ThreadScope scope(threads);
+  impl_->bind(inputs, outputs);
+  std::vector<double> total(impl_->steps.size(), 0.0);
+  using clock = std::chrono::steady_clock;
+  try {
+    for (int r = 0; r < repeats; ++r) {
+      for (std::size_t i = 0; i < impl_->steps.size(); ++i) {
+        const auto t0 = clock::now();
+        impl_->run_step(impl_->steps[i]);
+        impl_->stream.wait();
+        total[i] += std::chrono::duration<double>(clock::now() - t0).count();
+      }
+    }
+  } catch (const dnnl::error& e) {
+    throw BackendError(cat("oneDNN: ", e.what()));
+  }
+  for (double& t : total) t /= repeats;
+  return total;
+}
+
+std::vector<StepInfo> Plan::steps() const {
+  std::vector<StepInfo> out;
+  for (const auto& st : impl_->steps) out.push_back(st.info);
+  return out;
+}
+
+std::int64_t Plan::activation_bytes() const {
+  std::int64_t n = 0;
+  for (const auto& b : impl_->buffers)
+    if (b.external < 0 && b.external_out < 0) n += std::int64_t(b.bytes);
+  return n;
+}
+
+}  // namespace lpcv::runtime

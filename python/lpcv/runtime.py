@@ -1,0 +1,565 @@
+"""Run models for real on oneDNN: compile once, execute many times.
+
+:class:`Session` lowers a :class:`~lpcv.graph.Model` (constant folding,
+BatchNorm folding, fusion of activations and residual additions as oneDNN
+post-ops) and hands it to the C++ plan compiler in ``lpcv._core``.
+
+Lowered ops understood by the C++ core (``cpp/src/runtime/plan.cpp``):
+``Conv``, ``Gemm``, ``MatMul`` (ONNX attributes, explicit ``pads``, plus the
+post-op lists ``post_algs``/``post_alpha``/``post_beta``), ``Eltwise``
+(``alg`` code), ``Binary`` (``kind``), ``Pool`` (``mode``), ``BatchNormalization``,
+``Softmax``, ``Concat``, ``Split``, ``Transpose``, ``View`` (reshape without
+copying), ``Copy`` and ``Pad``.
+
+Examples
+--------
+>>> import lpcv
+>>> model = lpcv.zoo.reference("fmnist-lenet5")
+>>> images, labels = lpcv.data.load_sample(8)
+>>> sess = lpcv.Session(model, batch_size=8)
+>>> logits = sess.run({"input": images})["logits"]
+>>> logits.shape
+(8, 10)
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._report import Table
+from ._shapes import conv_pads, infer_shapes
+from .exceptions import (ShapeError, UnsupportedError, UnsupportedOpError, ValidationError)
+from .graph import Model, Node
+from .transforms import fold_batchnorm, fold_constants, remove_identities
+
+__all__ = ["Session", "Timing", "SUPPORTED_OPS"]
+
+# Eltwise codes shared with plan.cpp (eltwise_alg()).
+_RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM = range(8)
+
+_ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+_VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+#: ONNX ops the runtime executes (after constant folding of shape arithmetic).
+SUPPORTED_OPS = tuple(sorted(
+    ("Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
+     "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax", "Flatten", "Reshape",
+     "Transpose", "Concat", "Split", "Pad", "Identity", "Dropout", "Squeeze", "Unsqueeze",
+     "Constant") + _ACTIVATIONS + tuple(_BINARY)))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock statistics of :meth:`Session.benchmark`, in seconds."""
+
+    mean: float
+    median: float
+    min: float
+    max: float
+    std: float
+    p90: float
+    runs: int
+    batch_size: int
+    threads: Optional[int]
+
+    @property
+    def throughput(self) -> float:
+        """Images per second at the median latency."""
+        return self.batch_size / self.median
+
+    def __str__(self) -> str:
+        return (f"median {self.median * 1e3:.3f} ms, mean {self.mean * 1e3:.3f} ms, "
+                f"min {self.min * 1e3:.3f} ms, p90 {self.p90 * 1e3:.3f} ms over {self.runs} "
+                f"runs (batch {self.batch_size}, {self.throughput:.1f} images/s)")
+
+
+class _Lowered:
+    """A model lowered for one batch size: op tuples for ``_core.Plan``."""
+
+    def __init__(self, model: Model, batch_size: int):
+        m = fold_constants(model, batch_size)
+        m = fold_batchnorm(remove_identities(m))
+        self.model = m
+        self.infos = infer_shapes(m, batch_size=batch_size)
+        self.ids: Dict[str, int] = {}
+        self.tensors: List[Tuple[str, List[int], str]] = []
+        self.ops: List[Tuple[str, str, List[int], List[int], Dict[str, Any]]] = []
+        self.constants: Dict[int, np.ndarray] = {}
+        self.sources: Dict[str, List[str]] = {}  # lowered op -> original node names
+        self._lower()
+
+    # ---------------------------------------------------------------- tensors
+    def tid(self, name: str) -> int:
+        if not name:
+            return -1
+        if name not in self.ids:
+            info = self.infos[name]
+            self.ids[name] = len(self.tensors)
+            self.tensors.append((name, list(info.shape), info.dtype.name))
+            if name in self.model.initializers:
+                arr = np.ascontiguousarray(self.model.initializers[name])
+                self.constants[self.ids[name]] = arr
+        return self.ids[name]
+
+    def const(self, node: Node, i: int, what: str) -> Optional[np.ndarray]:
+        if i >= len(node.inputs) or not node.inputs[i]:
+            return None
+        name = node.inputs[i]
+        if name in self.model.initializers:
+            return self.model.initializers[name]
+        info = self.infos[name]
+        if info.value is not None:
+            return info.value
+        raise UnsupportedError(f"node {node.name!r} ({node.op}): input {i} ({what}) must be a "
+                               "constant (initializer) for the runtime")
+
+    # ----------------------------------------------------------------- fusion
+    def _activation(self, node: Node) -> Optional[Tuple[int, float, float]]:
+        op = node.op
+        if op == "Relu":
+            return (_RELU, 0.0, 0.0)
+        if op == "LeakyRelu":
+            return (_RELU, float(node.attrs.get("alpha", 0.01)), 0.0)
+        if op == "Sigmoid":
+            return (_LOGISTIC, 0.0, 0.0)
+        if op == "Tanh":
+            return (_TANH, 0.0, 0.0)
+        if op == "HardSigmoid":
+            return (_HARDSIGMOID, float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5)))
+        if op == "HardSwish":
+            return (_HARDSWISH, 1.0 / 6.0, 0.5)
+        if op == "Clip":
+            if self.model.opset >= 11:
+                lo = self.const(node, 1, "min")
+                hi = self.const(node, 2, "max")
+                lo = float(np.asarray(lo).ravel()[0]) if lo is not None else -np.inf
+                hi = float(np.asarray(hi).ravel()[0]) if hi is not None else np.inf
+            else:
+                lo = float(node.attrs.get("min", -np.inf))
+                hi = float(node.attrs.get("max", np.inf))
+            big = float(np.finfo(np.float32).max)
+            return (_CLIP, max(lo, -big), min(hi, big))
+        return None
+
+    def _lower(self) -> None:
+        m = self.model
+        readers: Dict[str, List[Node]] = {}
+        for n in m.nodes:
+            for t in set(n.inputs):
+                if t:
+                    readers.setdefault(t, []).append(n)
+        outputs = set(m.output_names)
+        position = {n.name: i for i, n in enumerate(m.nodes)}
+        self._positions: List[int] = []
+        consumed: set = set()   # node names fused into an earlier op
+        pad_for_conv: Dict[str, Node] = {}
+
+        def sole_reader(t: str) -> Optional[Node]:
+            r = readers.get(t, [])
+            return r[0] if len(r) == 1 and t not in outputs else None
+
+        # Zero constant Pad on spatial axes in front of a Conv: merge into its pads.
+        for n in m.nodes:
+            if n.op == "Pad" and (r := sole_reader(n.outputs[0])) is not None and r.op == "Conv":
+                mode = n.attrs.get("mode", "constant")
+                pads = self._full_pads(n)
+                value = self.const(n, 2, "constant_value")
+                if (mode == "constant" and (value is None or float(np.asarray(value).ravel()[0]) == 0.0)
+                        and pads is not None and all(p >= 0 for p in pads)):
+                    rank = len(pads) // 2
+                    if pads[0] == pads[1] == pads[rank] == pads[rank + 1] == 0 \
+                            and r.attrs.get("auto_pad", "NOTSET") in ("NOTSET", ""):
+                        pad_for_conv[r.name] = n
+                        consumed.add(n.name)
+
+        for n in m.nodes:
+            if n.name in consumed:
+                continue
+            if n.domain not in ("", "ai.onnx") or n.op not in SUPPORTED_OPS:
+                raise UnsupportedOpError(n.op, n.name, SUPPORTED_OPS)
+            names = [n.name]
+            attrs: Dict[str, Any] = {}
+            post: List[Tuple[int, float, float]] = []
+            residual: Optional[str] = None
+            out = n.outputs[0]
+            if n.op in ("Conv", "Gemm", "MatMul") or n.op in _BINARY:
+                # Absorb a residual Add (Conv only) and a chain of activations.
+                while (r := sole_reader(out)) is not None and r.name not in consumed:
+                    if (r.op == "Add" and n.op == "Conv" and residual is None and not post
+                            and len(r.inputs) == 2):
+                        other = r.inputs[1] if r.inputs[0] == out else r.inputs[0]
+                        if (other == out or other in m.initializers
+                                or self.infos[other].shape != self.infos[out].shape):
+                            break
+                        residual = other
+                        post.append((_SUM, 1.0, 0.0))
+                    elif (act := self._activation(r)) is not None:
+                        post.append(act)
+                    else:
+                        break
+                    consumed.add(r.name)
+                    names.append(r.name)
+                    out = r.outputs[0]
+                if post:
+                    attrs["post_algs"] = [p[0] for p in post]
+                    attrs["post_alpha"] = [p[1] for p in post]
+                    attrs["post_beta"] = [p[2] for p in post]
+            lname = "+".join(names)
+            self.sources[lname] = names
+            # A fused op runs where its last node was: a residual it adds may
+            # be computed between its first and last node.
+            self._position = max(position[k] for k in names)
+            self._emit(n, lname, attrs, out, residual, pad_for_conv.get(n.name))
+        order = sorted(range(len(self.ops)), key=lambda i: self._positions[i])
+        self.ops = [self.ops[i] for i in order]
+
+    def _full_pads(self, n: Node) -> Optional[List[int]]:
+        rank = len(self.infos[n.inputs[0]].shape)
+        pads = self.const(n, 1, "pads") if self.model.opset >= 11 else np.array(n.attrs.get("pads", []))
+        pads = [int(p) for p in np.asarray(pads).ravel()]
+        if self.model.opset >= 18 and len(n.inputs) > 3 and n.inputs[3]:
+            axes = [int(a) % rank for a in np.asarray(self.const(n, 3, "axes")).ravel()]
+            full = [0] * (2 * rank)
+            for j, a in enumerate(axes):
+                full[a] = pads[j]
+                full[a + rank] = pads[j + len(axes)]
+            return full
+        return pads if len(pads) == 2 * rank else None
+
+    def _emit(self, n: Node, lname: str, attrs: Dict[str, Any], out: str,
+              residual: Optional[str], pad: Optional[Node]) -> None:
+        op = n.op
+        ins = [n.inputs[0]] if n.inputs else []
+        outs = [out]
+        x = self.infos[n.inputs[0]] if n.inputs and n.inputs[0] else None
+        if op == "Conv":
+            w = self.infos[n.inputs[1]]
+            nd = len(w.shape) - 2
+            strides = [int(s) for s in n.attrs.get("strides", [1] * nd)]
+            dil = [int(d) for d in n.attrs.get("dilations", [1] * nd)]
+            pads = conv_pads(n, x.shape[2:], w.shape[2:], strides, dil)
+            if pad is not None:  # a zero Pad in front, merged into the conv's pads
+                extra = self._full_pads(pad)
+                rank = len(extra) // 2
+                ins = [pad.inputs[0]]
+                pads = [p + extra[2 + i] for i, p in enumerate(pads[:nd])] + \
+                       [p + extra[rank + 2 + i] for i, p in enumerate(pads[nd:])]
+            attrs.update(strides=strides, dilations=dil, pads=pads, group=int(n.attrs.get("group", 1)))
+            ins += [n.inputs[1], n.inputs[2] if len(n.inputs) > 2 else ""]
+            if residual:
+                ins.append(residual)
+        elif op == "Gemm":
+            attrs.update(transA=int(n.attrs.get("transA", 0)), transB=int(n.attrs.get("transB", 0)),
+                         alpha=float(n.attrs.get("alpha", 1.0)), beta=float(n.attrs.get("beta", 1.0)))
+            ins = list(n.inputs[:3])
+        elif op == "MatMul":
+            ins = list(n.inputs[:2])
+        elif op in _BINARY:
+            attrs["kind"] = _BINARY[op]
+            ins = list(n.inputs[:2])
+            op = "Binary"
+        elif op in _ACTIVATIONS:
+            alg, a, b = self._activation(n)
+            op = "Eltwise"
+            attrs.update(alg=alg, alpha=a, beta=b)
+        elif op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
+            if len([o for o in n.outputs if o]) > 1:
+                raise UnsupportedError(f"node {n.name!r} (MaxPool): the Indices output is not "
+                                       "supported by the runtime")
+            nd = len(x.shape) - 2
+            if op.startswith("Global"):
+                kernel, strides, dil, pads = list(x.shape[2:]), [1] * nd, [1] * nd, [0] * (2 * nd)
+            else:
+                kernel = [int(k) for k in n.attrs["kernel_shape"]]
+                strides = [int(s) for s in n.attrs.get("strides", [1] * nd)]
+                dil = [int(d) for d in n.attrs.get("dilations", [1] * nd)]
+                pads = conv_pads(n, x.shape[2:], kernel, strides, dil)
+            attrs.update(mode="max" if "Max" in op else "avg", kernel=kernel, strides=strides,
+                         dilations=dil, pads=pads,
+                         count_include_pad=int(n.attrs.get("count_include_pad", 0)))
+            op = "Pool"
+        elif op == "BatchNormalization":
+            attrs["epsilon"] = float(n.attrs.get("epsilon", 1e-5))
+            ins = list(n.inputs[:5])
+        elif op in ("Softmax", "LogSoftmax"):
+            rank = len(x.shape)
+            axis = int(n.attrs.get("axis", 1 if self.model.opset < 13 else -1))
+            axis = axis % rank if rank else 0
+            attrs.update(axis=axis, log=int(op == "LogSoftmax"),
+                         coerce=int(self.model.opset < 13 and axis != rank - 1))
+            op = "Softmax"
+        elif op == "Concat":
+            rank = len(self.infos[out].shape)
+            attrs["axis"] = int(n.attrs["axis"]) % rank
+            ins = [t for t in n.inputs if t]
+        elif op == "Split":
+            attrs["axis"] = int(n.attrs.get("axis", 0)) % len(x.shape)
+            outs = list(n.outputs)
+        elif op == "Transpose":
+            attrs["perm"] = [int(p) for p in n.attrs.get("perm", list(range(len(x.shape)))[::-1])]
+        elif op in _VIEWS:
+            op = "View"
+        elif op in ("Identity", "Dropout"):
+            if len([o for o in n.outputs if o]) > 1:
+                raise UnsupportedError(f"node {n.name!r} (Dropout): the mask output is not "
+                                       "supported by the runtime")
+            op = "Copy"
+        elif op == "Pad":
+            mode = n.attrs.get("mode", "constant")
+            pads = self._full_pads(n)
+            if pads is None:
+                raise ShapeError(f"node {n.name!r} (Pad): cannot resolve pads")
+            value = self.const(n, 2, "constant_value")
+            attrs.update(mode=mode, pads=pads,
+                         value=float(np.asarray(value).ravel()[0]) if value is not None and np.asarray(value).size else 0.0)
+        else:  # pragma: no cover - SUPPORTED_OPS and this chain agree
+            raise UnsupportedOpError(op, n.name, SUPPORTED_OPS)
+        for t in ins + outs:
+            if t and self.infos[t].dtype != np.float32 and t not in self.model.initializers:
+                raise UnsupportedError(
+                    f"node {n.name!r} ({n.op}): tensor {t!r} has dtype {self.infos[t].dtype}; the "
+                    "runtime computes in float32")
+        self.ops.append((op, lname, [self.tid(t) for t in ins], [self.tid(t) for t in outs], attrs))
+        self._positions.append(self._position)
+
+
+class Session:
+    """A model compiled into a oneDNN execution plan.
+
+    Parameters
+    ----------
+    model : Model
+        The model to run (it is not modified).
+    batch_size : int, default 1
+        Batch size the plan is compiled for. Feeds with another batch size
+        compile (and cache) another plan on first use.
+    threads : int, optional
+        OpenMP threads for execution (default: oneDNN's default, all cores).
+
+    Raises
+    ------
+    UnsupportedOpError
+        When the model has an op the runtime lacks (the message lists the
+        supported ones).
+
+    Examples
+    --------
+    >>> import lpcv, numpy as np
+    >>> sess = lpcv.Session(lpcv.zoo.reference("fmnist-lenet300"), batch_size=2)
+    >>> x = np.zeros((2, 1, 28, 28), np.float32)
+    >>> sess.run({"input": x})["logits"].shape
+    (2, 10)
+    """
+
+    def __init__(self, model: Model, batch_size: int = 1, threads: Optional[int] = None):
+        if not isinstance(model, Model):
+            raise ValidationError(f"model must be an lpcv.Model, got {type(model).__name__}")
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValidationError(f"batch_size must be a positive int, got {batch_size!r}")
+        if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+            raise ValidationError(f"threads must be None or a positive int, got {threads!r}")
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.threads = int(threads) if threads is not None else None
+        self._plans: Dict[int, Tuple[_Lowered, Any]] = {}
+        self._lock = threading.Lock()
+        self._plan(self.batch_size)
+
+    # ------------------------------------------------------------------ plans
+    def _plan(self, batch: int) -> Tuple[_Lowered, Any]:
+        if batch not in self._plans:
+            low = _Lowered(self.model, batch)
+            plan = _core.Plan(low.tensors, low.ops, [low.tid(v.name) for v in low.model.inputs],
+                              [low.tid(v.name) for v in low.model.outputs], low.constants)
+            self._plans[batch] = (low, plan)
+        return self._plans[batch]
+
+    @property
+    def input_names(self) -> List[str]:
+        return self.model.input_names
+
+    @property
+    def output_names(self) -> List[str]:
+        return self.model.output_names
+
+    def input_shape(self, name: str, batch_size: Optional[int] = None) -> Tuple[int, ...]:
+        """The shape ``run`` expects for input ``name``."""
+        low, _ = self._plan(batch_size or self.batch_size)
+        return low.infos[name].shape
+
+    def _feeds(self, feeds: Mapping[str, Any]) -> Tuple[int, List[np.ndarray]]:
+        if not isinstance(feeds, Mapping):
+            raise ValidationError("feeds must be a dict of input name -> array, got "
+                                  f"{type(feeds).__name__}")
+        names = self.input_names
+        unknown = sorted(set(feeds) - set(names))
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            raise ValidationError(f"feeds: expected inputs {names}; unknown {unknown}, missing "
+                                  f"{missing}")
+        arrays = []
+        batch = None
+        for vi in self.model.inputs:
+            a = feeds[vi.name]
+            if not isinstance(a, np.ndarray):
+                a = np.asarray(a)
+            if not (np.issubdtype(a.dtype, np.floating)):
+                raise TypeError(f"input {vi.name!r}: expected a floating-point array "
+                                f"(float32), got dtype {a.dtype}")
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if a.ndim != len(vi.shape):
+                raise ShapeError(f"input {vi.name!r}: expected rank {len(vi.shape)} "
+                                 f"{tuple(vi.shape)}, got shape {a.shape}")
+            b = a.shape[0] if a.ndim and not isinstance(vi.shape[0], (int, np.integer)) else None
+            if b is not None:
+                if b < 1:
+                    raise ShapeError(f"input {vi.name!r}: the batch is empty (shape {a.shape})")
+                if batch is not None and b != batch:
+                    raise ShapeError(f"inputs disagree on the batch size ({batch} vs {b})")
+                batch = b
+            arrays.append(a)
+        batch = batch or self.batch_size
+        low, _ = self._plan(batch)
+        for vi, a in zip(self.model.inputs, arrays):
+            want = low.infos[vi.name].shape
+            if a.shape != want:
+                raise ShapeError(f"input {vi.name!r}: expected shape {want}, got {a.shape}")
+        return batch, arrays
+
+    def _outputs(self, low: _Lowered) -> List[np.ndarray]:
+        return [np.empty(low.infos[v.name].shape, np.float32) for v in low.model.outputs]
+
+    # ------------------------------------------------------------------- API
+    def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Run the model.
+
+        Parameters
+        ----------
+        feeds : dict of str to array
+            One array per model input. Float arrays are converted to float32;
+            other dtypes raise ``TypeError``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The model outputs by name.
+        """
+        batch, arrays = self._feeds(feeds)
+        low, plan = self._plan(batch)
+        outs = self._outputs(low)
+        with self._lock:
+            plan.run(arrays, outs, self.threads or 0)
+        return dict(zip(self.output_names, outs))
+
+    def _default_feeds(self, feeds: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
+        if feeds is not None:
+            return feeds
+        rng = np.random.default_rng(0)
+        low, _ = self._plan(self.batch_size)
+        return {v.name: rng.standard_normal(low.infos[v.name].shape).astype(np.float32)
+                for v in self.model.inputs}
+
+    def benchmark(self, runs: int = 50, warmup: int = 5,
+                  feeds: Optional[Mapping[str, Any]] = None) -> Timing:
+        """Time whole-model runs.
+
+        Parameters
+        ----------
+        runs : int, default 50
+            Timed runs.
+        warmup : int, default 5
+            Untimed runs first.
+        feeds : dict, optional
+            Inputs (default: seeded random normal data of the compiled shape).
+
+        Returns
+        -------
+        Timing
+        """
+        if not isinstance(runs, int) or runs < 1:
+            raise ValidationError(f"runs must be a positive int, got {runs!r}")
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValidationError(f"warmup must be a non-negative int, got {warmup!r}")
+        batch, arrays = self._feeds(self._default_feeds(feeds))
+        low, plan = self._plan(batch)
+        outs = self._outputs(low)
+        times = []
+        with self._lock:
+            for _ in range(warmup):
+                plan.run(arrays, outs, self.threads or 0)
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                plan.run(arrays, outs, self.threads or 0)
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        return Timing(mean=statistics.fmean(times), median=statistics.median(times),
+                      min=times[0], max=times[-1],
+                      std=statistics.pstdev(times) if len(times) > 1 else 0.0,
+                      p90=times[min(len(times) - 1, int(0.9 * len(times)))], runs=runs,
+                      batch_size=batch, threads=self.threads)
+
+    def profile(self, repeats: int = 20, warmup: int = 3,
+                feeds: Optional[Mapping[str, Any]] = None) -> Table:
+        """Measured time of every node, by executing the plan step by step.
+
+        Steps that oneDNN fused (a Conv with its BatchNorm, activation and
+        residual Add) are one row, named after all their nodes. Layout
+        conversions are attributed to the node that needed them; the
+        conversions of the final outputs appear as ``<output reorder>``.
+
+        Returns
+        -------
+        Table
+            Columns ``node``, ``nodes`` (original node names), ``op``,
+            ``kind`` (primitive), ``impl``, ``time_ms`` (mean over repeats)
+            and ``share`` of the total.
+        """
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ValidationError(f"repeats must be a positive int, got {repeats!r}")
+        batch, arrays = self._feeds(self._default_feeds(feeds))
+        low, plan = self._plan(batch)
+        outs = self._outputs(low)
+        with self._lock:
+            for _ in range(warmup):
+                plan.run(arrays, outs, self.threads or 0)
+            times = plan.profile(arrays, outs, repeats, self.threads or 0)
+        steps = plan.steps()
+        op_of = {name: op for op, name, *_ in low.ops}
+        rows: Dict[str, Dict[str, Any]] = {}
+        for (node, kind, impl), t in zip(steps, times):
+            key = node or "<output reorder>"
+            row = rows.setdefault(key, {"node": key, "nodes": ", ".join(low.sources.get(node, [])),
+                                        "op": op_of.get(node, "Reorder"), "kind": kind,
+                                        "impl": impl, "time_ms": 0.0})
+            if kind != "reorder" and row["kind"] == "reorder":
+                row["kind"], row["impl"] = kind, impl
+            row["time_ms"] += t * 1e3
+        total = sum(r["time_ms"] for r in rows.values()) or 1.0
+        for r in rows.values():
+            r["share"] = r["time_ms"] / total
+        return Table(rows.values(), title=f"{self.model.name}: measured time per node "
+                                          f"(batch {batch}, {repeats} repeats)")
+
+    def steps(self, batch_size: Optional[int] = None) -> Table:
+        """The compiled plan: one row per oneDNN primitive or lpcv kernel."""
+        low, plan = self._plan(batch_size or self.batch_size)
+        return Table([{"node": n or "<output reorder>", "kind": k, "impl": i}
+                      for n, k, i in plan.steps()], title=f"{self.model.name}: plan")
+
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes of intermediate buffers the compiled plan holds (after reuse)."""
+        return int(self._plan(self.batch_size)[1].activation_bytes)
+
+    def __repr__(self) -> str:
+        low, plan = self._plan(self.batch_size)
+        return (f"<lpcv.Session {self.model.name!r}: batch {self.batch_size}, "
+                f"{len(low.ops)} fused ops, {len(plan.steps())} steps>")
+
