@@ -9,7 +9,6 @@ are evaluated with NumPy so the constant folding pass can replace the
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -118,6 +117,9 @@ def _clip(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
 @_op("Dropout")
 def _dropout(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
     x = infos[0]
+    for i, what in ((1, "ratio"), (2, "training_mode")):
+        if _present(infos, i) and infos[i].shape != ():
+            raise _fail(node, f"input {i} ({what}) must be a scalar, got shape {infos[i].shape}")
     out = [_info(x.shape, x.dtype)]
     if len(node.outputs) > 1:
         out.append(_info(x.shape, np.bool_))
