@@ -118,7 +118,7 @@ def _clip(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
 def _dropout(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
     x = infos[0]
     for i, what in ((1, "ratio"), (2, "training_mode")):
-        if _present(infos, i) and infos[i].shape != ():
+        if _present(infos, i) and infos[i].size != 1:
             raise _fail(node, f"input {i} ({what}) must be a scalar, got shape {infos[i].shape}")
     out = [_info(x.shape, x.dtype)]
     if len(node.outputs) > 1:
@@ -354,7 +354,7 @@ def _flatten(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
     axis = _int(node, "axis", 1)
     if not -r <= axis <= r:
         raise _fail(node, f"axis {axis} is out of range for a rank-{r} input")
-    axis = axis % (r + 1) if axis < 0 else axis
+    axis = axis + r if axis < 0 else axis
     shape = (int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
     if x.value is not None:
         return [_with_value(x.value.reshape(shape))]

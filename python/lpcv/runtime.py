@@ -35,7 +35,7 @@ from . import _core
 from ._report import Table
 from ._shapes import conv_pads, infer_shapes
 from .exceptions import (ShapeError, UnsupportedError, UnsupportedOpError, ValidationError)
-from .graph import Model, Node
+from .graph import Model, Node, TensorInfo
 from .transforms import fold_batchnorm, fold_constants, remove_identities
 
 __all__ = ["Session", "Timing", "SUPPORTED_OPS"]
@@ -87,7 +87,7 @@ class _Lowered:
         m = fold_constants(model, batch_size)
         m = fold_batchnorm(remove_identities(m))
         self.model = m
-        self.infos = infer_shapes(m, batch_size=batch_size)
+        self.infos = dict(infer_shapes(m, batch_size=batch_size))  # lowering adds tensors
         self.ids: Dict[str, int] = {}
         self.tensors: List[Tuple[str, List[int], str]] = []
         self.ops: List[Tuple[str, str, List[int], List[int], Dict[str, Any]]] = []
@@ -96,6 +96,17 @@ class _Lowered:
         self._lower()
 
     # ---------------------------------------------------------------- tensors
+    def _fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.infos:
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    @property
+    def plan_outputs(self) -> List[str]:
+        """Graph outputs the plan writes (empty tensors are made in Python)."""
+        return [v.name for v in self.model.outputs if self.infos[v.name].size]
+
     def tid(self, name: str) -> int:
         if not name:
             return -1
@@ -145,7 +156,8 @@ class _Lowered:
                 lo = float(node.attrs.get("min", -np.inf))
                 hi = float(node.attrs.get("max", np.inf))
             big = float(np.finfo(np.float32).max)
-            return (_CLIP, max(lo, -big), min(hi, big))
+            lo, hi = max(lo, -big), min(hi, big)
+            return (_CLIP, min(lo, hi), hi)  # ONNX: min > max gives max everywhere
         return None
 
     def _lower(self) -> None:
@@ -281,9 +293,27 @@ class _Lowered:
                 strides = [int(s) for s in n.attrs.get("strides", [1] * nd)]
                 dil = [int(d) for d in n.attrs.get("dilations", [1] * nd)]
                 pads = conv_pads(n, x.shape[2:], kernel, strides, dil)
+            include = int(n.attrs.get("count_include_pad", 0))
+            if op == "AveragePool" and include and n.attrs.get("ceil_mode", 0):
+                # oneDNN would count the ceil-mode overhang as padding too; ONNX
+                # counts only the declared pads. Pad explicitly, then average
+                # excluding the overhang.
+                include = 0
+            if op == "AveragePool" and not include and any(pads) and int(
+                    n.attrs.get("count_include_pad", 0)):
+                padded = self._fresh(n.name + "/padded")
+                shape = list(x.shape)
+                for i in range(nd):
+                    shape[2 + i] += pads[i] + pads[nd + i]
+                self.infos[padded] = TensorInfo(tuple(shape), x.dtype)
+                full = [0, 0] + pads[:nd] + [0, 0] + pads[nd:]
+                self.ops.append(("Pad", n.name + "/pad", [self.tid(n.inputs[0])], [self.tid(padded)],
+                                 {"mode": "constant", "pads": full, "value": 0.0}))
+                self._positions.append(self._position)
+                self.sources[n.name + "/pad"] = [n.name]
+                ins, pads = [padded], [0] * (2 * nd)
             attrs.update(mode="max" if "Max" in op else "avg", kernel=kernel, strides=strides,
-                         dilations=dil, pads=pads,
-                         count_include_pad=int(n.attrs.get("count_include_pad", 0)))
+                         dilations=dil, pads=pads, count_include_pad=include)
             op = "Pool"
         elif op == "BatchNormalization":
             attrs["epsilon"] = float(n.attrs.get("epsilon", 1e-5))
@@ -301,7 +331,9 @@ class _Lowered:
             ins = [t for t in n.inputs if t]
         elif op == "Split":
             attrs["axis"] = int(n.attrs.get("axis", 0)) % len(x.shape)
-            outs = list(n.outputs)
+            attrs["sizes"] = [self.infos[o].shape[attrs["axis"]] for o in n.outputs]
+            # Empty parts are not materialised (see Session._outputs).
+            outs = [o if self.infos[o].size else "" for o in n.outputs]
         elif op == "Transpose":
             attrs["perm"] = [int(p) for p in n.attrs.get("perm", list(range(len(x.shape)))[::-1])]
         elif op in _VIEWS:
@@ -377,7 +409,7 @@ class Session:
         if batch not in self._plans:
             low = _Lowered(self.model, batch)
             plan = _core.Plan(low.tensors, low.ops, [low.tid(v.name) for v in low.model.inputs],
-                              [low.tid(v.name) for v in low.model.outputs], low.constants)
+                              [low.tid(v) for v in low.plan_outputs], low.constants)
             self._plans[batch] = (low, plan)
         return self._plans[batch]
 
@@ -433,8 +465,10 @@ class Session:
                 raise ShapeError(f"input {vi.name!r}: expected shape {want}, got {a.shape}")
         return batch, arrays
 
-    def _outputs(self, low: _Lowered) -> List[np.ndarray]:
-        return [np.empty(low.infos[v.name].shape, np.float32) for v in low.model.outputs]
+    def _outputs(self, low: _Lowered) -> Tuple[Dict[str, np.ndarray], List[np.ndarray]]:
+        """All output arrays by name, and those the plan writes, in plan order."""
+        arrays = {v.name: np.empty(low.infos[v.name].shape, np.float32) for v in low.model.outputs}
+        return arrays, [arrays[n] for n in low.plan_outputs]
 
     # ------------------------------------------------------------------- API
     def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -453,10 +487,10 @@ class Session:
         """
         batch, arrays = self._feeds(feeds)
         low, plan = self._plan(batch)
-        outs = self._outputs(low)
+        result, outs = self._outputs(low)
         with self._lock:
             plan.run(arrays, outs, self.threads or 0)
-        return dict(zip(self.output_names, outs))
+        return result
 
     def _default_feeds(self, feeds: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
         if feeds is not None:
@@ -489,7 +523,7 @@ class Session:
             raise ValidationError(f"warmup must be a non-negative int, got {warmup!r}")
         batch, arrays = self._feeds(self._default_feeds(feeds))
         low, plan = self._plan(batch)
-        outs = self._outputs(low)
+        _, outs = self._outputs(low)
         times = []
         with self._lock:
             for _ in range(warmup):
@@ -525,7 +559,7 @@ class Session:
             raise ValidationError(f"repeats must be a positive int, got {repeats!r}")
         batch, arrays = self._feeds(self._default_feeds(feeds))
         low, plan = self._plan(batch)
-        outs = self._outputs(low)
+        _, outs = self._outputs(low)
         with self._lock:
             for _ in range(warmup):
                 plan.run(arrays, outs, self.threads or 0)

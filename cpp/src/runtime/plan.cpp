@@ -446,8 +446,6 @@ struct Plan::Impl {
 
   void conv(const OpDecl& op, const Attrs& a) {
     const int x = in(op, 0), w = in(op, 1), y = out(op);
-    if (!ts[w].is_const)
-      throw Unsupported(cat("Conv ", op.name, ": weights must be constant"));
     const Dims xd = dims_of(x), wd = dims_of(w), yd = dims_of(y);
     const std::size_t nd = xd.size() - 2;
     const std::int64_t group = a.i("group", 1);
@@ -470,9 +468,12 @@ struct Plan::Impl {
     attr.set_post_ops(post_ops(a, true, &has_sum));
     const int residual = has_sum ? in(op, op.inputs.size() - 1) : -1;
     const bool bias = has_in(op, 2) && op.inputs[2] != residual;
-    memory::desc src_any(xd, dt::f32, tag::any), w_any(wdims, dt::f32, tag::any),
-        dst_any(yd, dt::f32, tag::any);
-    memory::desc b_md = bias ? memory::desc({wd[0]}, dt::f32, tag::a) : memory::desc();
+    // Constant weights get the layout oneDNN prefers (reordered once);
+    // weights computed at run time stay in ONNX's plain (g)oihw layout.
+    const bool w_const = ts[w].is_const;
+    memory::desc src_any(xd, dt::f32, tag::any), dst_any(yd, dt::f32, tag::any);
+    memory::desc w_any = w_const ? memory::desc(wdims, dt::f32, tag::any) : plain_desc(wdims, dt::f32);
+    memory::desc b_md = bias ? plain_desc({wd[0]}, dt::f32) : memory::desc();
     dnnl::convolution_forward::primitive_desc pd;
     try {
       pd = dnnl::convolution_forward::primitive_desc(
@@ -483,13 +484,15 @@ struct Plan::Impl {
       throw BackendError(cat("Conv ", op.name, ": oneDNN: ", e.what()));
     }
     const int xs = slot_as(x, pd.src_desc(), op.name);
-    slots.push_back(Slot{pd.weights_desc(), -1, const_memory(w, pd.weights_desc())});
-    const int ws = int(slots.size()) - 1;
-    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}};
-    if (bias) {
-      slots.push_back(Slot{pd.bias_desc(), -1, const_memory(in(op, 2), pd.bias_desc())});
-      args.push_back({DNNL_ARG_BIAS, int(slots.size()) - 1});
+    int ws;
+    if (w_const) {
+      slots.push_back(Slot{pd.weights_desc(), -1, const_memory(w, pd.weights_desc())});
+      ws = int(slots.size()) - 1;
+    } else {
+      ws = view_slot(plain(w, op.name), pd.weights_desc());
     }
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}};
+    if (bias) args.push_back({DNNL_ARG_BIAS, plain(in(op, 2), op.name)});
     const int ys = output_with_residual(op, y, pd.dst_desc(), residual);
     args.push_back({DNNL_ARG_DST, ys});
     push_prim(op, "convolution", dnnl::convolution_forward(pd), pd, std::move(args));
@@ -830,21 +833,19 @@ struct Plan::Impl {
   void split(const OpDecl& op, const Attrs& a) {
     const int x = in(op, 0);
     const int axis = int(a.i("axis", 0));
+    const auto sizes = a.is("sizes");
+    if (sizes.size() != op.outputs.size())
+      throw InvalidArgument(cat("Split ", op.name, ": need one size per output"));
     const int xs = plain(x, op.name);
     Dims offsets(tensors[x].shape.size(), 0);
     for (std::size_t j = 0; j < op.outputs.size(); ++j) {
       const int y = op.outputs[j];
-      if (y < 0) continue;
-      const Dims yd = dims_of(y);
-      if (numel(y) > 0) {
-        const memory::desc sub = slots[xs].md.submemory_desc(yd, offsets);
-        const int view = view_slot(xs, sub);
-        const int ys = new_output(y, plain_desc(yd, dt::f32));
-        add_reorder(view, ys, op.name);
-      } else {
-        new_output(y, plain_desc(Dims(yd.size(), 1), dt::f32));
+      if (y >= 0) {  // -1: an empty part, not materialised
+        const Dims yd = dims_of(y);
+        const int view = view_slot(xs, slots[xs].md.submemory_desc(yd, offsets));
+        add_reorder(view, new_output(y, plain_desc(yd, dt::f32)), op.name);
       }
-      offsets[axis] += yd[axis];
+      offsets[axis] += sizes[j];
     }
   }
 
