@@ -8,6 +8,7 @@ namespace py = pybind11;
 
 namespace lpcv::bindings {
 void bind_runtime(py::module_& m);
+void bind_cost(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   lpcv::bindings::bind_runtime(m);
+  lpcv::bindings::bind_cost(m);
 }

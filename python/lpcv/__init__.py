@@ -42,10 +42,10 @@ def _load_core():
 
 _load_core()
 
-from . import data, exceptions, transforms, zoo  # noqa: E402
+from . import cost, data, exceptions, transforms, zoo  # noqa: E402
 from .graph import Model, Node, ValueInfo  # noqa: E402
 from .onnx_io import load, save  # noqa: E402
 from .runtime import Session  # noqa: E402
 
 __all__ = ["__version__", "Model", "Node", "ValueInfo", "Session", "load", "save",
-           "data", "exceptions", "transforms", "zoo"]
+           "cost", "data", "exceptions", "transforms", "zoo"]

@@ -1,0 +1,102 @@
+#include "lpcv/cost/roofline.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "lpcv/common/errors.hpp"
+
+namespace lpcv::cost {
+
+namespace {
+bool positive(double v) { return std::isfinite(v) && v > 0; }
+}  // namespace
+
+void check_device(const DeviceSpec& d) {
+  if (!positive(d.peak_flops[int(Precision::fp32)]))
+    throw InvalidArgument(cat("device: fp32 peak must be positive, got ",
+                              d.peak_flops[int(Precision::fp32)]));
+  for (double p : d.peak_flops)
+    if (!std::isfinite(p) || p < 0) throw InvalidArgument(cat("device: peak ", p, " is invalid"));
+  for (double e : d.energy_per_mac)
+    if (!std::isfinite(e) || e < 0) throw InvalidArgument(cat("device: MAC energy ", e, " is invalid"));
+  if (!positive(d.dram_bandwidth) || !positive(d.cache_bandwidth))
+    throw InvalidArgument(cat("device: bandwidths must be positive, got dram=", d.dram_bandwidth,
+                              " cache=", d.cache_bandwidth));
+  if (!std::isfinite(d.cache_bytes) || d.cache_bytes < 0)
+    throw InvalidArgument(cat("device: cache capacity must be >= 0, got ", d.cache_bytes));
+  if (!std::isfinite(d.overhead) || d.overhead < 0)
+    throw InvalidArgument(cat("device: overhead must be >= 0, got ", d.overhead));
+  if (d.cache_energy_per_byte < 0 || d.dram_energy_per_byte < 0)
+    throw InvalidArgument("device: energies per byte must be >= 0");
+  for (int c = 0; c < kOpClasses; ++c) {
+    const double ce = d.compute_efficiency[c], me = d.memory_efficiency[c];
+    if (!(ce > 0 && ce <= 1) || !(me > 0 && me <= 1))
+      throw InvalidArgument(cat("device: efficiencies must be in (0, 1], got ", ce, ", ", me));
+  }
+}
+
+std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const DeviceSpec& d) {
+  check_device(d);
+  std::vector<LayerCost> out(layers.size());
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const LayerCounts& l = layers[i];
+    for (double v : {l.macs, l.other_ops, l.weight_bytes, l.input_bytes, l.output_bytes})
+      if (!std::isfinite(v) || v < 0)
+        throw InvalidArgument(cat("layer ", i, ": counts must be finite and >= 0"));
+    const int p = int(l.precision), c = int(l.op_class);
+    if (p < 0 || p >= kPrecisions || c < 0 || c >= kOpClasses)
+      throw InvalidArgument(cat("layer ", i, ": bad precision or op class"));
+    // Precisions without native support run at the fp32 rate.
+    const double peak = d.peak_flops[p] > 0 ? d.peak_flops[p] : d.peak_flops[int(Precision::fp32)];
+    LayerCost& r = out[i];
+    r.flops = 2 * l.macs + l.other_ops;
+    r.bytes = l.weight_bytes + l.input_bytes + l.output_bytes;
+    // Cache model (documented in python/lpcv/cost/__init__.py):
+    // compulsory traffic, with operands that stay in the last-level cache
+    // served from it, and one operand re-read per extra cache-sized tile when
+    // weights and input together do not fit.
+    const double cache = d.cache_bytes;
+    double dram = 0;
+    if (!l.weights_in_cache) dram += l.weight_bytes;
+    if (!l.input_in_cache) dram += l.input_bytes;
+    if (l.output_bytes > cache / 2) dram += l.output_bytes;
+    const double ws = l.weight_bytes + l.input_bytes;
+    if (cache > 0 && ws > cache && l.macs > 0) {
+      const double tiles = std::ceil(ws / cache);
+      dram += (tiles - 1) * std::min(l.weight_bytes, l.input_bytes);
+    }
+    r.dram_bytes = dram;
+    const double cached = std::max(0.0, r.bytes - std::min(dram, r.bytes));
+    r.intensity = r.bytes > 0 ? r.flops / r.bytes : INFINITY;
+    r.compute_time = r.flops / (peak * d.compute_efficiency[c]);
+    r.memory_time = (dram / d.dram_bandwidth + cached / d.cache_bandwidth) / d.memory_efficiency[c];
+    r.memory_bound = r.memory_time > r.compute_time;
+    r.latency = std::max(r.compute_time, r.memory_time) + d.overhead;
+    r.compute_energy = l.macs * d.energy_per_mac[p] +
+                       l.other_ops * d.energy_per_mac[p] * 0.5;  // an op ≈ half a MAC
+    r.memory_energy = dram * d.dram_energy_per_byte + cached * d.cache_energy_per_byte;
+  }
+  return out;
+}
+
+double peak_live_bytes(const std::vector<double>& sizes, const std::vector<std::int64_t>& birth,
+                       const std::vector<std::int64_t>& death) {
+  if (sizes.size() != birth.size() || sizes.size() != death.size())
+    throw ShapeError("peak_live_bytes: sizes, birth and death differ in length");
+  std::map<std::int64_t, double> delta;  // step -> change in live bytes
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 0 || death[i] < birth[i])
+      throw InvalidArgument(cat("peak_live_bytes: tensor ", i, " has a bad size or lifetime"));
+    delta[birth[i]] += sizes[i];
+    delta[death[i] + 1] -= sizes[i];
+  }
+  double live = 0, peak = 0;
+  for (const auto& [step, d] : delta) {
+    live += d;
+    peak = std::max(peak, live);
+  }
+  return peak;
+}
+
+}  // namespace lpcv::cost

@@ -1,0 +1,45 @@
+"""The cost model: operations, bytes, arithmetic intensity, roofline latency,
+energy and peak memory of every layer, on a device, checked against oneDNN.
+
+Cost is not parameter count. A depthwise convolution has few parameters and
+few operations but moves as many bytes as it computes, so it is bound by
+memory: pruning it saves almost no time, quantizing it saves bytes. Every row
+of a :class:`CostReport` says which bound applies and what would help.
+
+Model of a layer (``cpp/src/cost/roofline.cpp``):
+
+* operations = 2·MACs + other operations (compares, adds, activations);
+  MACs and FLOPs are both reported, FLOPs = 2·MACs;
+* bytes = weights at their stored format + activations read + written;
+  arithmetic intensity = operations / bytes;
+* cache model: an input written by an earlier layer that fits in half the
+  last-level cache is read from cache; weights come from DRAM unless all the
+  model's weights fit in half the cache; an output larger than half the cache
+  goes to DRAM; when weights and input together exceed the cache, the smaller
+  of the two is re-read once per extra cache-sized tile;
+* compute time = operations / (peak(precision) · compute efficiency of the op
+  class); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
+  bandwidth) / memory efficiency; latency = max(compute, memory) + the fixed
+  per-primitive overhead;
+* energy = MACs · energy per MAC (precision) + other operations · half that
+  + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
+
+Examples
+--------
+>>> import lpcv
+>>> rep = lpcv.cost.profile(lpcv.zoo.resnet18(), device="rpi4")
+>>> round(rep.total.macs / 1e9, 2)
+1.81
+>>> rep.to_pandas()[["layer", "bound", "latency_ms"]].shape[1]
+3
+"""
+from __future__ import annotations
+
+from .device import HOROWITZ_45NM, OP_CLASSES, PRECISIONS, Device
+from .report import CostReport, ModelCost, profile
+from .storage import WeightFormat, storage_bytes
+from .validate import ValidationReport, kendall_tau, validate
+
+__all__ = ["profile", "validate", "Device", "CostReport", "ModelCost", "ValidationReport",
+           "WeightFormat", "storage_bytes", "kendall_tau", "PRECISIONS", "OP_CLASSES",
+           "HOROWITZ_45NM"]

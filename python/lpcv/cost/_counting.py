@@ -1,0 +1,142 @@
+"""Per-layer counts (MACs, other operations, bytes) of a lowered model.
+
+Layers are the ops lpcv's runtime executes: BatchNorm folded into the
+convolution before it, activations and residual additions fused into the op
+they follow. Pricing what really runs is what lets predictions be compared
+with :meth:`lpcv.Session.profile`, row by row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+
+from ..graph import Model
+from .storage import BITS, WeightFormat, default_format, storage_bytes
+
+# Non-MAC operations per output element of the lowered element-wise ops.
+_SOFTMAX_OPS = 4   # subtract max, exp, sum, divide
+_BN_OPS = 2        # scale and shift
+
+
+@dataclass
+class LayerCount:
+    """What one executed layer computes and moves."""
+
+    name: str                 # lowered op name (fused node names joined by '+')
+    nodes: List[str]          # original node names
+    op: str                   # lowered op (Conv, Gemm, Pool, Eltwise, ...)
+    op_class: str             # one of OP_CLASSES
+    precision: str
+    macs: int = 0
+    other_ops: int = 0
+    params: int = 0
+    weight_bytes: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    output_shape: tuple = ()
+    inputs: List[str] = field(default_factory=list)
+    outputs: List[str] = field(default_factory=list)
+
+
+def lower(model: Model, batch_size: int):
+    """The runtime's lowering (fusion and folding) of ``model``."""
+    from ..runtime import _Lowered
+    return _Lowered(model, batch_size)
+
+
+def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
+                 activation_precision: str = "fp32") -> List[LayerCount]:
+    """Counts for every executed op of a lowered model (views are free)."""
+    formats = dict(formats or {})
+    inits = low.model.initializers
+    act_bytes = BITS[activation_precision] / 8
+    name_of = [t[0] for t in low.tensors]
+    layers: List[LayerCount] = []
+    for op, lname, ins, outs, attrs in low.ops:
+        if op == "View":
+            continue
+        in_names = [name_of[i] for i in ins if i >= 0]
+        out_names = [name_of[i] for i in outs if i >= 0]
+        infos = low.infos
+        out_elems = sum(infos[o].size for o in out_names)
+        weights = [t for t in in_names if t in inits]
+        data_in = [t for t in in_names if t not in inits]
+        n_post = len(attrs.get("post_algs", []))
+        layer = LayerCount(lname, list(low.sources.get(lname, [lname])), op, "eltwise",
+                           activation_precision, inputs=in_names, outputs=out_names,
+                           output_shape=tuple(infos[out_names[0]].shape) if out_names else ())
+        if op == "Conv":
+            w = infos[in_names[1]].shape
+            group = int(attrs.get("group", 1))
+            y = infos[out_names[0]].shape
+            layer.macs = int(np.prod(y, dtype=np.int64) * w[1] * np.prod(w[2:], dtype=np.int64))
+            cin = infos[in_names[0]].shape[1]
+            layer.op_class = "depthwise" if group > 1 and cin // group == 1 else "conv"
+            layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
+        elif op in ("Gemm", "MatMul"):
+            a = infos[in_names[0]].shape
+            y = infos[out_names[0]].shape
+            k = a[-1] if not (op == "Gemm" and attrs.get("transA")) else a[0]
+            layer.macs = int(np.prod(y, dtype=np.int64) * k)
+            layer.op_class = "gemm"
+            layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
+        elif op == "Pool":
+            layer.op_class = "pool"
+            layer.other_ops = int(out_elems * np.prod(attrs["kernel"], dtype=np.int64))
+        elif op == "BatchNormalization":
+            layer.other_ops = out_elems * _BN_OPS
+            weights, data_in = in_names[1:5], [in_names[0]]
+        elif op == "Softmax":
+            layer.other_ops = out_elems * _SOFTMAX_OPS
+        elif op in ("Eltwise", "Binary"):
+            layer.other_ops = out_elems * (1 + n_post)
+        else:  # Concat, Split, Transpose, Copy, Pad: data movement only
+            layer.op_class = "data"
+        for t in weights:
+            arr = inits[t]
+            fmt = formats.get(t) or formats.get(lname) or default_format(arr)
+            layer.weight_bytes += storage_bytes(arr, fmt)["total"]
+            if np.issubdtype(arr.dtype, np.floating):
+                layer.params += int(arr.size)
+        layer.input_bytes = int(sum(infos[t].size for t in data_in) * act_bytes)
+        layer.output_bytes = int(out_elems * act_bytes)
+        layers.append(layer)
+    return layers
+
+
+def tensor_lifetimes(low, activation_precision: str = "fp32"):
+    """(sizes, birth, death) of every activation tensor in execution order.
+
+    Views (reshapes) share their source's memory: they add no bytes but keep
+    the source alive as long as they are.
+    """
+    name_of = [t[0] for t in low.tensors]
+    inits = low.model.initializers
+    act_bytes = BITS[activation_precision] / 8
+    birth: Dict[str, int] = {v.name: 0 for v in low.model.inputs}
+    death: Dict[str, int] = dict(birth)
+    alias: Dict[str, str] = {}
+    steps = 0
+    for op, _, ins, outs, _ in low.ops:
+        for i in ins:
+            if i >= 0 and name_of[i] not in inits:
+                src = alias.get(name_of[i], name_of[i])
+                death[src] = max(death.get(src, steps), steps)
+        for o in outs:
+            if o < 0:
+                continue
+            if op == "View":
+                alias[name_of[o]] = alias.get(name_of[ins[0]], name_of[ins[0]])
+                continue
+            birth.setdefault(name_of[o], steps)
+            death.setdefault(name_of[o], steps)
+        steps += 1
+    for v in low.model.outputs:
+        src = alias.get(v.name, v.name)
+        if src in death:
+            death[src] = steps
+    names = sorted(birth)
+    sizes = [float(low.infos[n].size * act_bytes) for n in names]
+    return sizes, [birth[n] for n in names], [death[n] for n in names]

@@ -1,0 +1,117 @@
+"""Measurement of this machine for :meth:`lpcv.cost.Device.from_host`."""
+from __future__ import annotations
+
+import glob
+import os
+import statistics
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .. import _core
+from ..graph import Model, Node, ValueInfo
+from .device import OP_CLASSES, Device, _cpu_model
+
+_MB = 1024 * 1024
+
+
+def _cache_bytes() -> float:
+    """Largest CPU cache (sysfs), or 8 MiB when unknown."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip().upper()
+            mult = {"K": 1024, "M": _MB, "G": 1024 * _MB}.get(text[-1], 1)
+            sizes.append(float(text.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return max(sizes) if sizes else 8.0 * _MB
+
+
+def _layer_models() -> List[Tuple[str, Model]]:
+    """Single-layer models representative of each op class (batch 1)."""
+    rng = np.random.default_rng(0)
+
+    def conv(name, c, m, hw, k, stride=1, group=1):
+        w = rng.standard_normal((m, c // group, k, k)).astype(np.float32) * 0.05
+        node = Node("Conv", name, ["x", "w", "b"], ["y"],
+                    {"pads": [k // 2] * 4, "strides": [stride] * 2, "group": group})
+        return Model([node], [ValueInfo("x", (1, c, hw, hw))], [ValueInfo("y", ())],
+                     {"w": w, "b": np.zeros(m, np.float32)}, name=name)
+
+    def single(name, op, shape, attrs=None, n_in=1, extra=None):
+        ins = [f"x{i}" for i in range(n_in)]
+        node = Node(op, name, ins + list(extra or {}), ["y"], attrs or {})
+        return Model([node], [ValueInfo(i, shape) for i in ins], [ValueInfo("y", ())],
+                     dict(extra or {}), name=name)
+
+    gemm_w = rng.standard_normal((1000, 1024)).astype(np.float32) * 0.05
+    return [
+        ("conv", conv("conv3x3_64", 64, 64, 56, 3)),
+        ("conv", conv("conv3x3_128", 128, 128, 28, 3)),
+        ("conv", conv("conv1x1_256_64", 256, 64, 56, 1)),
+        ("conv", conv("conv3x3_256", 256, 256, 14, 3)),
+        ("depthwise", conv("dw_144_56", 144, 144, 56, 3, group=144)),
+        ("depthwise", conv("dw_384_14", 384, 384, 14, 3, group=384)),
+        ("depthwise", conv("dw_96_112_s2", 96, 96, 112, 3, stride=2, group=96)),
+        ("gemm", Model([Node("Gemm", "fc", ["x", "w"], ["y"], {"transB": 1})],
+                       [ValueInfo("x", (1, 1024))], [ValueInfo("y", ())], {"w": gemm_w},
+                       name="fc")),
+        ("gemm", Model([Node("Gemm", "fc_b64", ["x", "w"], ["y"], {"transB": 1})],
+                       [ValueInfo("x", (64, 1024))], [ValueInfo("y", ())], {"w": gemm_w},
+                       name="fc_b64")),
+        ("pool", single("maxpool", "MaxPool", (1, 64, 112, 112),
+                        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})),
+        ("pool", single("gap", "GlobalAveragePool", (1, 1280, 7, 7))),
+        ("eltwise", single("relu", "Relu", (1, 256, 56, 56))),
+        ("eltwise", single("add", "Add", (1, 128, 56, 56), n_in=2)),
+        ("data", single("concat", "Concat", (1, 128, 28, 28), {"axis": 1}, n_in=2)),
+    ]
+
+
+def measure_host(threads: int, progress: bool = False) -> Device:
+    from tqdm.auto import tqdm
+
+    from ..runtime import Session
+    from .report import profile
+
+    steps = tqdm(total=6, desc="measuring host", disable=not progress)
+    n = 1024
+    fp32 = 2 * n ** 3 / _core.time_matmul(n, n, n, "float32", 7, threads)
+    steps.update()
+    int8 = 2 * n ** 3 / _core.time_matmul(n, n, n, "int8", 7, threads)
+    steps.update()
+    dram = 2 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
+    steps.update()
+    cache = _cache_bytes()
+    cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 20, threads)
+    steps.update()
+    overhead = _core.time_tiny_primitive(20, threads)
+    steps.update()
+    base = Device(
+        name="host", peak_flops={"fp32": fp32, "int8": int8}, dram_bandwidth=dram,
+        cache_bytes=cache, cache_bandwidth=max(cache_bw, dram), overhead=overhead,
+        description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
+        source="lpcv.cost.Device.from_host micro-benchmarks")
+    # Efficiency of each op class: roofline prediction at full efficiency
+    # over the time the runtime really takes, on representative layers.
+    compute: Dict[str, List[float]] = {}
+    memory: Dict[str, List[float]] = {}
+    for cls, model in _layer_models():
+        row = profile(model, base).rows[0]
+        sess = Session(model, threads=threads)
+        measured = min(sum(r["time_ms"] for r in sess.profile(repeats=30, warmup=5).rows
+                           if r["node"] != "<output reorder>") for _ in range(3)) * 1e-3
+        busy = max(measured - overhead, 1e-9)
+        if row["compute_ms"] >= row["memory_ms"]:
+            compute.setdefault(cls, []).append(row["compute_ms"] * 1e-3 / busy)
+        else:
+            memory.setdefault(cls, []).append(row["memory_ms"] * 1e-3 / busy)
+    steps.update()
+    steps.close()
+
+    def eff(table: Dict[str, List[float]]) -> Dict[str, float]:
+        return {c: float(np.clip(statistics.median(table[c]), 0.02, 1.0)) for c in OP_CLASSES
+                if c in table}
+
+    return base.replace(compute_efficiency=eff(compute), memory_efficiency=eff(memory))

@@ -1,0 +1,344 @@
+"""Devices for the cost model: datasheet presets and a measured host.
+
+A :class:`Device` gives the roofline its ceilings (peak FLOP/s per
+precision, DRAM and cache bandwidth), the fixed cost of a primitive, energy
+per operation and per byte, and per op-class efficiencies (the fraction of a
+ceiling real kernels reach).
+
+Energy defaults are Horowitz's 45 nm figures ("Computing's energy problem
+(and what we can do about it)", ISSCC 2014): a MAC is one multiply plus one
+add at the operand width; DRAM is 640 pJ per 32-bit read, an 8 KB SRAM 5 pJ
+per 32-bit read. Figures Horowitz does not give are derived and say so.
+
+Examples
+--------
+>>> from lpcv.cost import Device
+>>> rpi = Device.preset("rpi4")
+>>> round(rpi.ridge_point("fp32"), 2)   # FLOP per byte where compute and memory meet
+3.75
+>>> sorted(Device.presets())
+['jetson-nano-cpu', 'jetson-nano-gpu', 'phone-big-core', 'rpi4', 'x86-avx512-core']
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional
+
+from ..exceptions import ValidationError
+
+__all__ = ["Device", "PRECISIONS", "OP_CLASSES", "HOROWITZ_45NM"]
+
+#: Precisions the cost model distinguishes (order shared with lpcv::cost).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
+#: Op classes with their own measured efficiency (order shared with lpcv::cost).
+OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "eltwise", "data")
+
+_PJ = 1e-12
+
+#: Horowitz 2014, 45 nm, pJ. ``mac_*`` = multiply + add of that width.
+HOROWITZ_45NM = MappingProxyType({
+    "fp32_mult": 3.7, "fp32_add": 0.9,
+    "fp16_mult": 1.1, "fp16_add": 0.4,
+    "int32_mult": 3.1, "int32_add": 0.1,
+    "int8_mult": 0.2, "int8_add": 0.03,
+    "sram_8kb_read_32bit": 5.0,
+    "dram_read_32bit": 640.0,
+})
+
+#: Energy per MAC in joules. fp32/fp16: multiply + add of that width. bf16:
+#: taken as fp16 (same multiplier width class; derived). int8: 8-bit
+#: multiply + 32-bit accumulate. int4: the 8-bit multiply scaled
+#: quadratically with width (÷4, derived) + 32-bit accumulate. binary: XNOR +
+#: popcount, taken as one 8-bit add (derived).
+DEFAULT_ENERGY_PER_MAC = MappingProxyType({
+    "fp32": (3.7 + 0.9) * _PJ,
+    "fp16": (1.1 + 0.4) * _PJ,
+    "bf16": (1.1 + 0.4) * _PJ,
+    "int8": (0.2 + 0.1) * _PJ,
+    "int4": (0.05 + 0.1) * _PJ,
+    "binary": 0.03 * _PJ,
+})
+DEFAULT_DRAM_ENERGY_PER_BYTE = 640.0 / 4 * _PJ
+DEFAULT_CACHE_ENERGY_PER_BYTE = 5.0 / 4 * _PJ
+
+
+def _frozen(m: Optional[Mapping[str, float]], keys, what: str, default: float = 1.0,
+            lo: float = 0.0, hi: float = float("inf"), lo_open: bool = False) -> Mapping[str, float]:
+    m = dict(m or {})
+    unknown = set(m) - set(keys)
+    if unknown:
+        raise ValidationError(f"{what}: unknown keys {sorted(unknown)}; expected some of {list(keys)}")
+    out = {}
+    for k in keys:
+        v = float(m.get(k, default))
+        if not (v == v) or v < lo or v > hi or (lo_open and v <= lo):
+            raise ValidationError(f"{what}[{k!r}] must be in {'(' if lo_open else '['}{lo}, {hi}], "
+                                  f"got {v}")
+        out[k] = v
+    return MappingProxyType(out)
+
+
+@dataclass(frozen=True)
+class Device:
+    """Roofline, overhead and energy figures of a target device.
+
+    Parameters
+    ----------
+    name : str
+    peak_flops : mapping of precision to FLOP/s
+        Peak arithmetic throughput (2 FLOPs per MAC). Precisions left out or
+        0 run at the fp32 rate. ``fp32`` is required.
+    dram_bandwidth : float
+        Sustained DRAM bandwidth, bytes/s.
+    cache_bytes : float
+        Last-level cache capacity available to the model, bytes.
+    cache_bandwidth : float
+        Bandwidth between that cache and the cores, bytes/s.
+    overhead : float
+        Fixed seconds each primitive (layer) costs.
+    energy_per_mac : mapping of precision to joules
+    dram_energy_per_byte, cache_energy_per_byte : float
+        Joules per byte moved.
+    compute_efficiency, memory_efficiency : mapping of op class to (0, 1]
+        Fraction of the compute and bandwidth ceilings real kernels reach,
+        per op class (see ``OP_CLASSES``).
+    description, source : str
+        What the device is and where its figures come from.
+    """
+
+    name: str
+    peak_flops: Mapping[str, float]
+    dram_bandwidth: float
+    cache_bytes: float
+    cache_bandwidth: float
+    overhead: float = 2e-6
+    energy_per_mac: Mapping[str, float] = field(default_factory=lambda: DEFAULT_ENERGY_PER_MAC)
+    dram_energy_per_byte: float = DEFAULT_DRAM_ENERGY_PER_BYTE
+    cache_energy_per_byte: float = DEFAULT_CACHE_ENERGY_PER_BYTE
+    compute_efficiency: Mapping[str, float] = field(default_factory=dict)
+    memory_efficiency: Mapping[str, float] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationError("Device.name must be a non-empty string")
+        peaks = _frozen(self.peak_flops, PRECISIONS, "peak_flops", default=0.0)
+        if peaks["fp32"] <= 0:
+            raise ValidationError(f"peak_flops['fp32'] must be positive, got {peaks['fp32']}")
+        object.__setattr__(self, "peak_flops", peaks)
+        object.__setattr__(self, "energy_per_mac",
+                           _frozen({**DEFAULT_ENERGY_PER_MAC, **dict(self.energy_per_mac)},
+                                   PRECISIONS, "energy_per_mac", default=0.0))
+        object.__setattr__(self, "compute_efficiency",
+                           _frozen(self.compute_efficiency, OP_CLASSES, "compute_efficiency",
+                                   lo=0.0, hi=1.0, lo_open=True))
+        object.__setattr__(self, "memory_efficiency",
+                           _frozen(self.memory_efficiency, OP_CLASSES, "memory_efficiency",
+                                   lo=0.0, hi=1.0, lo_open=True))
+        for f in ("dram_bandwidth", "cache_bandwidth"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+                raise ValidationError(f"Device.{f} must be a positive finite number, got {v!r}")
+        for f in ("cache_bytes", "overhead", "dram_energy_per_byte", "cache_energy_per_byte"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+                raise ValidationError(f"Device.{f} must be a finite number >= 0, got {v!r}")
+
+    # ---------------------------------------------------------------- views
+    def ridge_point(self, precision: str = "fp32") -> float:
+        """Arithmetic intensity (FLOP/byte) where the roofline's ceilings meet."""
+        return self.peak(precision) / self.dram_bandwidth
+
+    def peak(self, precision: str = "fp32") -> float:
+        """Peak FLOP/s at ``precision`` (the fp32 rate if not native)."""
+        if precision not in PRECISIONS:
+            raise ValidationError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        return self.peak_flops[precision] or self.peak_flops["fp32"]
+
+    def to_spec(self):
+        """The C++ ``DeviceSpec`` (private)."""
+        from .. import _core
+        spec = _core.DeviceSpec()
+        spec.peak_flops = [self.peak_flops[p] for p in PRECISIONS]
+        spec.energy_per_mac = [self.energy_per_mac[p] for p in PRECISIONS]
+        spec.cache_bytes = float(self.cache_bytes)
+        spec.cache_bandwidth = float(self.cache_bandwidth)
+        spec.dram_bandwidth = float(self.dram_bandwidth)
+        spec.cache_energy_per_byte = float(self.cache_energy_per_byte)
+        spec.dram_energy_per_byte = float(self.dram_energy_per_byte)
+        spec.overhead = float(self.overhead)
+        spec.compute_efficiency = [self.compute_efficiency[c] for c in OP_CLASSES]
+        spec.memory_efficiency = [self.memory_efficiency[c] for c in OP_CLASSES]
+        return spec
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-JSON form (``Device.from_dict`` reads it back)."""
+        return {f.name: dict(getattr(self, f.name)) if isinstance(getattr(self, f.name), Mapping)
+                else getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Device":
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> "Device":
+        """A copy with some figures changed (devices are immutable)."""
+        return replace(self, **changes)
+
+    # -------------------------------------------------------------- presets
+    @staticmethod
+    def presets() -> Dict[str, "Device"]:
+        """The datasheet presets, by name."""
+        return dict(_PRESETS)
+
+    @staticmethod
+    def preset(name: str) -> "Device":
+        """A preset by name (see :meth:`presets`)."""
+        if not isinstance(name, str) or name not in _PRESETS:
+            raise ValidationError(f"device: unknown preset {name!r}; presets are "
+                                  f"{sorted(_PRESETS)} (or 'host' for Device.from_host())")
+        return _PRESETS[name]
+
+    @staticmethod
+    def resolve(device: "Device | str") -> "Device":
+        """A Device from a Device, a preset name or ``"host"``."""
+        if isinstance(device, Device):
+            return device
+        if device == "host":
+            return Device.from_host()
+        return Device.preset(device)
+
+    # ----------------------------------------------------------------- host
+    @staticmethod
+    def from_host(refresh: bool = False, threads: Optional[int] = None,
+                  cache_dir: Optional[os.PathLike] = None, progress: bool = False) -> "Device":
+        """Measure this machine with oneDNN micro-benchmarks (cached).
+
+        Measures fp32 and int8 GEMM peaks, DRAM and cache streaming bandwidth
+        (oneDNN reorders), the fixed cost of a primitive, and the efficiency
+        of each op class on representative layers run by :class:`lpcv.Session`.
+        The result is cached as JSON in the user cache directory
+        (``$XDG_CACHE_HOME/lpcv`` or ``~/.cache/lpcv``), keyed by CPU model
+        and thread count; ``refresh=True`` measures again.
+
+        Parameters
+        ----------
+        refresh : bool
+            Ignore the cache and measure again.
+        threads : int, optional
+            Threads to measure with (default: all cores).
+        cache_dir : path, optional
+            Where to keep the cached measurement.
+        progress : bool
+            Show a progress bar.
+        """
+        from ._host import measure_host
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValidationError(f"threads must be a positive int, got {threads!r}")
+        threads = threads or os.cpu_count() or 1
+        key = hashlib.sha1(f"{_cpu_model()}|{threads}|{_LIBRARY_KEY}".encode()).hexdigest()[:12]
+        folder = Path(cache_dir) if cache_dir else _user_cache_dir()
+        path = folder / f"host-{key}.json"
+        if not refresh and path.is_file():
+            try:
+                return Device.from_dict(json.loads(path.read_text())["device"])
+            except (ValueError, KeyError, TypeError, ValidationError):
+                pass  # a stale or damaged cache file is measured again
+        device = measure_host(threads=threads, progress=progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   "device": device.to_dict()}, indent=1))
+        os.replace(tmp, path)
+        return device
+
+
+# Bump when the measurement procedure changes, so old caches are ignored.
+_LIBRARY_KEY = "host-v1"
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lpcv"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_GB = 1e9
+_MB = 1024 * 1024
+
+# Efficiency defaults for the datasheet presets: STREAM-like sustained
+# bandwidth is ~55% of the LPDDR4 interface peak on these SoCs, and
+# depthwise/pooling/element-wise kernels stream rather than reuse.
+_ARM_MEMORY = {"conv": 0.55, "depthwise": 0.55, "gemm": 0.55, "pool": 0.55,
+               "eltwise": 0.55, "data": 0.55}
+
+_PRESETS: Dict[str, Device] = {
+    "rpi4": Device(
+        # Raspberry Pi 4 Model B: BCM2711, 4× Cortex-A72 @ 1.5 GHz, one
+        # 128-bit NEON FMA per cycle per core = 8 fp32 FLOP/cycle/core
+        # (48 GFLOP/s); no fp16/dot-product arithmetic (Armv8.0): int8 via
+        # widening multiply-accumulate at ~2× the fp32 rate. LPDDR4-3200 on a
+        # 32-bit bus = 12.8 GB/s; 1 MB shared L2. (Raspberry Pi 4 product
+        # brief; Arm Cortex-A72 software optimization guide.)
+        name="rpi4", peak_flops={"fp32": 48e9, "int8": 96e9},
+        dram_bandwidth=12.8 * _GB, cache_bytes=1 * _MB, cache_bandwidth=48 * _GB,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY,
+        description="Raspberry Pi 4 (4× Cortex-A72 @ 1.5 GHz, LPDDR4-3200)",
+        source="Raspberry Pi 4 product brief; Arm Cortex-A72 optimization guide"),
+    "jetson-nano-cpu": Device(
+        # Jetson Nano: 4× Cortex-A57 @ 1.43 GHz, 8 fp32 FLOP/cycle/core
+        # (45.8 GFLOP/s); LPDDR4 64-bit @ 1600 MHz = 25.6 GB/s; 2 MB L2.
+        # (NVIDIA Jetson Nano module data sheet DA-09366.)
+        name="jetson-nano-cpu", peak_flops={"fp32": 45.8e9, "int8": 91.5e9},
+        dram_bandwidth=25.6 * _GB, cache_bytes=2 * _MB, cache_bandwidth=45 * _GB,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY,
+        description="Jetson Nano CPU (4× Cortex-A57 @ 1.43 GHz, LPDDR4 25.6 GB/s)",
+        source="NVIDIA Jetson Nano data sheet DA-09366"),
+    "jetson-nano-gpu": Device(
+        # Jetson Nano GPU: 128 Maxwell CUDA cores @ 921 MHz: 236 GFLOP/s fp32,
+        # 472 GFLOP/s fp16; no int8 dot product on sm_53. Shares the 25.6 GB/s
+        # LPDDR4; 256 KB L2; ~20 µs per kernel launch.
+        name="jetson-nano-gpu", peak_flops={"fp32": 236e9, "fp16": 472e9},
+        dram_bandwidth=25.6 * _GB, cache_bytes=256 * 1024, cache_bandwidth=100 * _GB,
+        overhead=20e-6, memory_efficiency=_ARM_MEMORY,
+        description="Jetson Nano GPU (128 Maxwell cores @ 921 MHz)",
+        source="NVIDIA Jetson Nano data sheet DA-09366 (472 GFLOPS fp16)"),
+    "phone-big-core": Device(
+        # One Cortex-A76 prime core @ 2.84 GHz (Snapdragon 855): two 128-bit
+        # FMA pipes = 16 fp32 FLOP/cycle (45.4 GFLOP/s), fp16 2×, int8 SDOT
+        # 4×; LPDDR4X-2133, 4×16-bit = 34.1 GB/s, of which one core sustains
+        # about half; 512 KB L2 + 2 MB L3.
+        name="phone-big-core", peak_flops={"fp32": 45.4e9, "fp16": 90.9e9, "int8": 181.8e9},
+        dram_bandwidth=34.1 * _GB, cache_bytes=2.5 * _MB, cache_bandwidth=90 * _GB,
+        overhead=3e-6,
+        memory_efficiency={k: 0.5 for k in _ARM_MEMORY},
+        description="Phone big core (Cortex-A76 @ 2.84 GHz, LPDDR4X 34.1 GB/s)",
+        source="Qualcomm Snapdragon 855 product brief; Arm Cortex-A76 optimization guide"),
+    "x86-avx512-core": Device(
+        # One Xeon Cascade Lake core at its 2.0 GHz AVX-512 frequency: two
+        # 512-bit FMA units = 64 fp32 FLOP/cycle (128 GFLOP/s), int8 VNNI 4×;
+        # about 12 GB/s of DRAM bandwidth per core; 1 MB L2 + 1.375 MB L3.
+        name="x86-avx512-core",
+        peak_flops={"fp32": 128e9, "bf16": 128e9, "int8": 512e9},
+        dram_bandwidth=12 * _GB, cache_bytes=2.375 * _MB, cache_bandwidth=100 * _GB,
+        overhead=1.5e-6,
+        description="x86 server core (Xeon Cascade Lake, AVX-512 VNNI @ 2.0 GHz)",
+        source="Intel Xeon Scalable (2nd gen) specification; Intel optimization manual"),
+}

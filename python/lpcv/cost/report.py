@@ -1,0 +1,222 @@
+"""``lpcv.cost.profile``: what every layer of a model costs on a device."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+
+from .. import _core
+from .._report import Table
+from ..exceptions import ValidationError
+from ..graph import Model
+from ._counting import LayerCount, count_layers, lower, tensor_lifetimes
+from .device import OP_CLASSES, PRECISIONS, Device
+from .storage import BITS, WeightFormat
+
+__all__ = ["profile", "CostReport", "ModelCost"]
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Whole-model figures of a :class:`CostReport` (SI units)."""
+
+    macs: int
+    flops: int            # 2 × MACs
+    other_ops: int        # compares, adds, activations: operations that are not MACs
+    params: int
+    weight_bytes: int
+    activation_bytes: int  # read + written by all layers
+    dram_bytes: float
+    latency: float         # s, sum of layer latencies
+    energy: float          # J
+    peak_activation_bytes: float
+    layers: int
+
+    def __str__(self) -> str:
+        return (f"{self.macs / 1e6:,.1f} M MACs ({self.flops / 1e6:,.1f} M FLOPs), "
+                f"{self.params:,} params, {self.weight_bytes / 1e6:.2f} MB weights, "
+                f"latency {self.latency * 1e3:.3f} ms, energy {self.energy * 1e3:.3f} mJ, "
+                f"peak activations {self.peak_activation_bytes / 1e6:.2f} MB")
+
+
+def _advice(row: Dict[str, Any]) -> str:
+    if row["op_class"] == "data":
+        return "data movement: fuse or remove it; compression does not help"
+    if row["bound"] == "memory":
+        if row["weight_bytes"] > row["input_bytes"] + row["output_bytes"]:
+            return "memory-bound on weights: quantize them (int8/int4); pruning saves little time"
+        return ("memory-bound on activations: quantize activations or fuse layers; pruning or "
+                "decomposition saves little time")
+    return "compute-bound: pruning, low-rank decomposition or lower-precision compute cut time"
+
+
+class CostReport(Table):
+    """Per-layer costs on a device, with whole-model totals.
+
+    Rows are the layers the runtime executes (fused ops). Columns: ``layer``,
+    ``nodes``, ``op``, ``op_class``, ``precision``, ``macs``, ``flops``
+    (= 2·MACs), ``other_ops``, ``params``, ``weight_bytes``, ``input_bytes``,
+    ``output_bytes``, ``bytes``, ``dram_bytes``, ``intensity`` (operations
+    per byte moved), ``bound`` (the classic roofline label: below the ridge
+    point with DRAM bandwidth is ``memory``), ``time_bound`` (which term
+    dominates the predicted latency once cache hits are counted), ``compute_ms``, ``memory_ms``, ``latency_ms``,
+    ``energy_uj``, ``advice``, ``output_shape``.
+    """
+
+    def __init__(self, rows, device: Device, model_name: str, batch_size: int,
+                 total: ModelCost):
+        super().__init__(rows, title=f"{model_name} on {device.name} (batch {batch_size})")
+        self.device = device
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.total = total
+
+    def roofline(self, ax=None, precision: str = "fp32", annotate: int = 5):
+        """A roofline plot with every layer placed on it.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        precision : str
+            Which compute ceiling to draw.
+        annotate : int
+            Label the ``annotate`` slowest layers.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        import matplotlib.pyplot as plt
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+        else:
+            fig = ax.figure
+        dev = self.device
+        peak = dev.peak(precision)
+        ai = np.array([max(r["intensity"], 1e-3) for r in self.rows])
+        perf = np.array([r["ops"] / max(r["latency_ms"] * 1e-3, 1e-12) for r in self.rows])
+        lo, hi = min(ai.min(), 0.05), max(ai.max(), dev.ridge_point(precision)) * 4
+        xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+        ax.loglog(xs, np.minimum(peak, xs * dev.dram_bandwidth), "k-", lw=2,
+                  label=f"roofline ({precision} peak, DRAM)")
+        ax.axvline(dev.ridge_point(precision), color="grey", ls=":", lw=1)
+        for cls, marker in zip(OP_CLASSES, "os^Dvx"):
+            idx = [i for i, r in enumerate(self.rows) if r["op_class"] == cls]
+            if idx:
+                ax.scatter(ai[idx], perf[idx], marker=marker, label=cls, alpha=0.8)
+        slow = sorted(range(len(self.rows)), key=lambda i: -self.rows[i]["latency_ms"])[:annotate]
+        for i in slow:
+            ax.annotate(self.rows[i]["layer"][:24], (ai[i], perf[i]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("arithmetic intensity (operations / byte)")
+        ax.set_ylabel("attained operations / s")
+        ax.set_title(self.title)
+        ax.legend(fontsize=8, loc="lower right")
+        return fig
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self.total}</p>" + super()._repr_html_()
+
+
+def profile(model: Model, device: Union[Device, str] = "host", batch_size: int = 1,
+            formats: Optional[Mapping[str, WeightFormat]] = None,
+            activation_precision: str = "fp32") -> CostReport:
+    """Price every layer of ``model`` on ``device``.
+
+    Parameters
+    ----------
+    model : Model
+    device : Device or str
+        A :class:`Device`, a preset name (``"rpi4"``, ``"jetson-nano-cpu"``,
+        ``"jetson-nano-gpu"``, ``"phone-big-core"``, ``"x86-avx512-core"``) or
+        ``"host"`` (measured, see :meth:`Device.from_host`).
+    batch_size : int
+    formats : mapping, optional
+        Storage format of weights, keyed by initializer or layer name
+        (default: their dtype, dense).
+    activation_precision : str
+        Precision activations are stored and computed at.
+
+    Returns
+    -------
+    CostReport
+
+    Raises
+    ------
+    UnsupportedOpError
+        When the model has an op lpcv cannot price (the message lists them).
+
+    Examples
+    --------
+    >>> import lpcv
+    >>> rep = lpcv.cost.profile(lpcv.zoo.mobilenet_v2(), "rpi4")
+    >>> round(rep.total.macs / 1e6)
+    301
+    >>> rep.to_pandas().groupby("op_class").latency_ms.sum().idxmax() in ("conv", "depthwise")
+    True
+    """
+    if not isinstance(model, Model):
+        raise ValidationError(f"model must be an lpcv.Model, got {type(model).__name__}")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValidationError(f"batch_size must be a positive int, got {batch_size!r}")
+    if activation_precision not in PRECISIONS:
+        raise ValidationError(f"activation_precision must be one of {PRECISIONS}, got "
+                              f"{activation_precision!r}")
+    dev = Device.resolve(device)
+    low = lower(model, int(batch_size))
+    layers = count_layers(low, formats, activation_precision)
+    total_weights = sum(layer.weight_bytes for layer in layers)
+    act_bytes = BITS[activation_precision] / 8
+    produced = set()   # activations written by an earlier layer
+    counts = []
+    for layer in layers:
+        data_in = [t for t in layer.inputs if t not in low.model.initializers]
+        # An input is still cached if a layer wrote it and it fits in half the cache.
+        in_cache = bool(data_in) and all(
+            t in produced and low.infos[t].size * act_bytes <= dev.cache_bytes / 2 for t in data_in)
+        counts.append(_core.LayerCounts(
+            OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision), float(layer.macs),
+            float(layer.other_ops), float(layer.weight_bytes), float(layer.input_bytes),
+            float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2))
+        produced.update(layer.outputs)
+    costs = _core.estimate(counts, dev.to_spec())
+    rows = [_row(layer, c, dev) for layer, c in zip(layers, costs)]
+    sizes, birth, death = tensor_lifetimes(low, activation_precision)
+    peak = _core.peak_live_bytes(sizes, birth, death)
+    total = ModelCost(
+        macs=sum(r["macs"] for r in rows), flops=sum(r["flops"] for r in rows),
+        other_ops=sum(r["other_ops"] for r in rows), params=model.num_parameters(),
+        weight_bytes=total_weights,
+        activation_bytes=sum(r["input_bytes"] + r["output_bytes"] for r in rows),
+        dram_bytes=sum(r["dram_bytes"] for r in rows),
+        latency=sum(c.latency for c in costs),
+        energy=sum(c.compute_energy + c.memory_energy for c in costs),
+        peak_activation_bytes=peak, layers=len(rows))
+    return CostReport(rows, dev, model.name, int(batch_size), total)
+
+
+def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
+    ops = 2 * layer.macs + layer.other_ops
+    moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
+    intensity = ops / moved if moved else float("inf")
+    # The label is the classic roofline's: is the layer below the ridge point
+    # when its bytes stream from DRAM? Latency below uses the cache model.
+    attainable = min(dev.peak(layer.precision) * dev.compute_efficiency[layer.op_class],
+                     intensity * dev.dram_bandwidth * dev.memory_efficiency[layer.op_class])
+    bound = "memory" if attainable < dev.peak(layer.precision) * dev.compute_efficiency[
+        layer.op_class] else "compute"
+    row = {
+        "layer": layer.name, "nodes": ", ".join(layer.nodes), "op": layer.op,
+        "op_class": layer.op_class, "precision": layer.precision,
+        "macs": layer.macs, "flops": 2 * layer.macs, "other_ops": layer.other_ops, "ops": ops,
+        "params": layer.params, "weight_bytes": layer.weight_bytes,
+        "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes, "bytes": moved,
+        "dram_bytes": c.dram_bytes, "intensity": intensity, "bound": bound,
+        "time_bound": "memory" if c.memory_bound else "compute",
+        "compute_ms": c.compute_time * 1e3, "memory_ms": c.memory_time * 1e3,
+        "latency_ms": c.latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
+        "output_shape": "x".join(map(str, layer.output_shape)),
+    }
+    row["advice"] = _advice(row)
+    return row

@@ -1,0 +1,107 @@
+"""``lpcv.cost.validate``: predicted against measured time, layer by layer."""
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+
+from .._report import Table
+from ..exceptions import ValidationError
+from ..graph import Model
+from .device import Device
+from .report import profile
+
+__all__ = ["validate", "ValidationReport", "kendall_tau"]
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's τ-b rank correlation of two sequences (ties handled)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValidationError("kendall_tau: a and b must be 1-D of the same length")
+    if a.size < 2:
+        return float("nan")
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    iu = np.triu_indices(a.size, 1)
+    s = float((da[iu] * db[iu]).sum())
+    n0 = iu[0].size
+    ta, tb = float((da[iu] == 0).sum()), float((db[iu] == 0).sum())
+    denom = np.sqrt((n0 - ta) * (n0 - tb))
+    return s / denom if denom else float("nan")
+
+
+class ValidationReport(Table):
+    """Per-layer predicted and measured times, with summary statistics.
+
+    Attributes
+    ----------
+    layer_share_within : float
+        Share of layers whose prediction is within ``tolerance`` of the
+        measurement.
+    model_error : float
+        Whole model: predicted / measured − 1.
+    kendall_tau : float
+        Rank correlation of predicted and measured layer times.
+    """
+
+    def __init__(self, rows, title, tolerance, predicted_total, measured_total):
+        super().__init__(rows, title=title)
+        self.tolerance = tolerance
+        errors = np.array([r["error"] for r in rows])
+        self.layer_share_within = float(np.mean(np.abs(errors) <= tolerance)) if rows else float("nan")
+        self.predicted_total = predicted_total
+        self.measured_total = measured_total
+        self.model_error = predicted_total / measured_total - 1
+        self.kendall_tau = kendall_tau([r["predicted_ms"] for r in rows],
+                                       [r["measured_ms"] for r in rows])
+
+    def summary(self) -> str:
+        return (f"{self.layer_share_within:.0%} of {len(self.rows)} layers within "
+                f"±{self.tolerance:.0%}; whole model predicted {self.predicted_total * 1e3:.3f} ms vs "
+                f"measured {self.measured_total * 1e3:.3f} ms ({self.model_error:+.1%}); "
+                f"Kendall τ {self.kendall_tau:.3f}")
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self.summary()}</p>" + super()._repr_html_()
+
+
+def validate(model: Model, device: Union[Device, str] = "host", batch_size: int = 1,
+             repeats: int = 20, threads=None, tolerance: float = 0.2) -> ValidationReport:
+    """Compare the cost model's per-layer latency with oneDNN measurements.
+
+    The model runs in :class:`lpcv.Session` on this machine, so ``device``
+    should describe this machine (``"host"``, the default).
+
+    Parameters
+    ----------
+    model : Model
+    device : Device or str
+    batch_size : int
+    repeats : int
+        Profiling repetitions (mean per layer).
+    threads : int, optional
+    tolerance : float
+        Relative error counted as a hit, default ±20 %.
+
+    Returns
+    -------
+    ValidationReport
+    """
+    from ..runtime import Session
+    if not 0 < tolerance < 10:
+        raise ValidationError(f"tolerance must be in (0, 10), got {tolerance!r}")
+    rep = profile(model, device, batch_size)
+    sess = Session(model, batch_size=batch_size, threads=threads)
+    measured = {r["node"]: r["time_ms"] for r in sess.profile(repeats=repeats).rows}
+    rows = []
+    for r in rep.rows:
+        m = measured.get(r["layer"])
+        if m is None:
+            continue
+        rows.append({"layer": r["layer"], "op_class": r["op_class"], "bound": r["bound"],
+                     "predicted_ms": r["latency_ms"], "measured_ms": m,
+                     "error": r["latency_ms"] / m - 1 if m > 0 else float("inf")})
+    whole = sess.benchmark(runs=max(10, repeats), warmup=3).median
+    return ValidationReport(rows, f"{model.name}: predicted vs measured on {rep.device.name} "
+                                  f"(batch {batch_size})", tolerance, rep.total.latency, whole)

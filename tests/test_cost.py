@@ -1,0 +1,211 @@
+"""The cost model against published counts, hand-computed examples and scaling laws."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import lpcv
+from lpcv.cost import Device, WeightFormat, profile, storage_bytes
+from lpcv.exceptions import UnsupportedOpError, ValidationError
+from lpcv.graph import Model, Node, ValueInfo
+
+PRESETS = sorted(Device.presets())
+
+
+def _conv_model(layers, hw=12, cin=3):
+    """A chain of convolutions: layers = [(out_channels, kernel, group), ...]."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x, c = [], {}, "x", cin
+    for i, (m, k, g) in enumerate(layers):
+        w = rng.standard_normal((m, c // g, k, k)).astype(np.float32)
+        inits[f"w{i}"] = w
+        nodes.append(Node("Conv", f"conv{i}", [x, f"w{i}"], [f"y{i}"],
+                          {"pads": [k // 2] * 4, "group": g}))
+        x, c = f"y{i}", m
+    return Model(nodes, [ValueInfo("x", (1, cin, hw, hw))], [ValueInfo(x, ())], inits)
+
+
+def test_worked_example_standard_convolution():
+    # 3×3 convolution, 12×12×3 input, 256 filters, padding 1.
+    rep = profile(_conv_model([(256, 3, 1)]), "rpi4")
+    assert rep.total.macs == 995_328
+    assert rep.total.flops == 2 * 995_328
+
+
+def test_worked_example_depthwise_separable():
+    rep = profile(_conv_model([(3, 3, 3), (256, 1, 1)]), "rpi4")
+    assert rep.total.macs == 114_480
+    assert [r["op_class"] for r in rep.rows] == ["depthwise", "conv"]
+
+
+# torchvision's published figures (GMACs, two decimals) and MobileNetV1's paper.
+PUBLISHED_GMACS = {"resnet18": 1.81, "resnet50": 4.09, "mobilenet_v2": 0.30, "vgg16": 15.47,
+                   "alexnet": 0.71, "squeezenet1_0": 0.82, "squeezenet1_1": 0.35,
+                   "mobilenet_v3_large": 0.22, "mobilenet_v3_small": 0.06,
+                   "shufflenet_v2_x1_0": 0.14, "efficientnet_b0": 0.39, "mobilenet_v1": 0.569}
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED_GMACS))
+def test_zoo_macs_match_published(arch):
+    pub = PUBLISHED_GMACS[arch]
+    macs = profile(getattr(lpcv.zoo, arch)(), "rpi4").total.macs / 1e9
+    # Within 1 %, or within the rounding of a two-decimal published figure.
+    decimals = len(repr(pub).split(".")[1])
+    assert abs(macs - pub) <= max(0.01 * pub, 0.5 * 10 ** -decimals), (macs, pub)
+
+
+@pytest.mark.parametrize("alpha,mmacs,params_m", [(1.0, 569, 4.2), (0.75, 325, 2.6),
+                                                  (0.5, 149, 1.3), (0.25, 41, 0.5)])
+def test_width_multiplier_scaling_mobilenet_v1(alpha, mmacs, params_m):
+    # Howard et al. 2017, Table 6: MACs and parameters for width multipliers.
+    m = lpcv.zoo.mobilenet_v1(width_mult=alpha)
+    rep = profile(m, "rpi4")
+    assert abs(rep.total.macs / 1e6 - mmacs) / mmacs < 0.03
+    assert abs(m.num_parameters() / 1e6 - params_m) <= 0.05 + 0.03 * params_m
+
+
+def test_width_scaling_is_quadratic_on_a_pure_conv_chain():
+    base = profile(_conv_model([(32, 3, 1), (32, 3, 1), (64, 3, 1)], cin=16), "rpi4").total
+    half = profile(_conv_model([(16, 3, 1), (16, 3, 1), (32, 3, 1)], cin=8), "rpi4").total
+    assert half.macs * 4 == base.macs
+    assert half.params * 4 == base.params
+
+
+@pytest.mark.parametrize("res,mmacs", [(192, 418), (160, 290), (128, 186)])
+def test_resolution_scaling_mobilenet_v1(res, mmacs):
+    full = lpcv.zoo.mobilenet_v1()
+    m = lpcv.zoo.mobilenet_v1(resolution=res)
+    rep = profile(m, "rpi4")
+    assert abs(rep.total.macs / 1e6 - mmacs) / mmacs < 0.03
+    assert m.num_parameters() == full.num_parameters()
+    ratio = rep.total.macs / profile(full, "rpi4").total.macs
+    assert abs(ratio - (res / 224) ** 2) < 0.03
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return lpcv.zoo.resnet18()
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2():
+    return lpcv.zoo.mobilenet_v2()
+
+
+@pytest.mark.parametrize("device", PRESETS)
+def test_depthwise_is_memory_bound_everywhere(device, resnet18, mobilenet_v2):
+    mb = profile(mobilenet_v2, device)
+    rn = profile(resnet18, device)
+    dw = [r for r in mb.rows if r["op_class"] == "depthwise"]
+    conv3 = [r for r in rn.rows if r["op"] == "Conv" and resnet18.initializers[
+        resnet18.node(r["nodes"].split(", ")[0]).inputs[1]].shape[2:] == (3, 3)]
+    assert len(dw) == 17 and len(conv3) == 16
+    assert max(r["intensity"] for r in dw) < min(r["intensity"] for r in conv3)
+    assert all(r["bound"] == "memory" for r in dw), [r["layer"] for r in dw if r["bound"] != "memory"]
+    assert all("quantize" in r["advice"] for r in dw)
+
+
+def test_totals_and_report_renderings(resnet18):
+    rep = profile(resnet18, "x86-avx512-core", batch_size=2)
+    df = rep.to_pandas()
+    assert len(df) == rep.total.layers
+    assert rep.total.macs == 2 * profile(resnet18, "x86-avx512-core").total.macs
+    assert rep.total.params == resnet18.num_parameters()
+    assert np.isclose(df.latency_ms.sum() * 1e-3, rep.total.latency)
+    assert (df.flops == 2 * df.macs).all()
+    assert rep.total.peak_activation_bytes > 0
+    assert "| layer |" in rep.to_markdown()
+    assert "<table>" in rep._repr_html_()
+    fig = rep.roofline()
+    assert fig.axes and fig.axes[0].get_xscale() == "log"
+
+
+def test_peak_activation_memory_from_lifetimes():
+    # x -> a -> b, plus a skip from a to the final Add: a, b and c are alive together.
+    shape = (1, 4, 8, 8)
+    nodes = [Node("Relu", "r1", ["x"], ["a"]), Node("Relu", "r2", ["a"], ["b"]),
+             Node("Relu", "r3", ["b"], ["c"]), Node("Add", "add", ["a", "c"], ["y"])]
+    m = Model(nodes, [ValueInfo("x", shape)], [ValueInfo("y", shape)])
+    rep = profile(m, "rpi4")
+    t = 4 * 256
+    # While r3 runs: a (kept for the add), b and c are alive; x died after r1.
+    assert rep.total.peak_activation_bytes == 3 * t
+
+
+def test_energy_follows_the_horowitz_table():
+    rep = profile(_conv_model([(256, 3, 1)]), "rpi4")
+    row = rep.rows[0]
+    compute_pj = row["macs"] * (3.7 + 0.9)
+    assert row["energy_uj"] * 1e6 >= compute_pj - 1e-6
+
+
+def test_storage_formats():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 128)).astype(np.float32)
+    dense = storage_bytes(w)["total"]
+    assert dense == w.nbytes
+    assert storage_bytes(w, WeightFormat("fp16"))["total"] == w.size * 2
+    assert storage_bytes(w, WeightFormat("int4", scales=64))["total"] == w.size // 2 + 256
+    assert storage_bytes(w, WeightFormat("binary", scales=64))["total"] == w.size // 8 + 256
+    sparse = w.copy()
+    sparse[np.abs(sparse) < 1.5] = 0           # ~87 % zeros
+    nnz = np.count_nonzero(sparse)
+    csr = storage_bytes(sparse, WeightFormat(sparsity="csr"))
+    assert csr["values"] == nnz * 4 and csr["metadata"] == nnz * 2 + 65 * 4
+    bm = storage_bytes(sparse, WeightFormat(sparsity="bitmap"))
+    assert bm["total"] == nnz * 4 + w.size // 8
+    nm = storage_bytes(w, WeightFormat("fp16", sparsity="nm", nm=(2, 4)))
+    assert nm["values"] == w.size // 2 * 2 and nm["metadata"] == w.size // 2 * 2 // 8
+    cb = storage_bytes(w, WeightFormat(codebook_size=16))
+    assert cb["values"] == w.size // 2 and cb["codebook"] == 64
+    hf = storage_bytes(w, WeightFormat(codebook_size=16, huffman_bits=20000))
+    assert hf["values"] == 2500
+
+
+def test_formats_change_the_price():
+    m = _conv_model([(256, 3, 1)])
+    base = profile(m, "rpi4").rows[0]
+    q = profile(m, "rpi4", formats={"w0": WeightFormat("int8", scales=256)}).rows[0]
+    assert q["weight_bytes"] == 256 * 27 + 256 * 4
+    assert q["weight_bytes"] < base["weight_bytes"] / 3
+
+
+def test_device_validation_and_presets():
+    with pytest.raises(ValidationError, match="unknown preset"):
+        profile(_conv_model([(8, 3, 1)]), "commodore64")
+    good = Device.preset("rpi4")
+    with pytest.raises(ValidationError, match="dram_bandwidth"):
+        good.replace(dram_bandwidth=0)
+    with pytest.raises(ValidationError, match="peak_flops"):
+        good.replace(peak_flops={"fp32": -1})
+    with pytest.raises(ValidationError, match="compute_efficiency"):
+        good.replace(compute_efficiency={"conv": 1.5})
+    with pytest.raises(ValidationError, match="unknown keys"):
+        good.replace(memory_efficiency={"convolution": 0.5})
+    for d in Device.presets().values():
+        assert d.source and d.description
+        assert d.ridge_point() > 0
+    d = Device.from_dict(json.loads(json.dumps(good.to_dict())))
+    assert d == good
+
+
+def test_bad_input():
+    m = _conv_model([(8, 3, 1)])
+    with pytest.raises(ValidationError, match="batch_size"):
+        profile(m, "rpi4", batch_size=0)
+    with pytest.raises(ValidationError, match="model"):
+        profile("model.onnx", "rpi4")
+    lstm = Model([Node("LSTM", "rnn", ["x"], ["y"])], [ValueInfo("x", (1, 4, 8))],
+                 [ValueInfo("y", ())])
+    with pytest.raises(UnsupportedOpError, match="LSTM"):
+        profile(lstm, "rpi4")
+
+
+def test_kendall_tau():
+    from lpcv.cost import kendall_tau
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Hand-computed: pairs (1,2)+ (1,3)+ (1,4)+ (2,3)- (2,4)+ (3,4)+ -> (5-1)/6.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
