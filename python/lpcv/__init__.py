@@ -14,6 +14,20 @@ from __future__ import annotations
 from ._version import __version__
 
 
+def _openmp_defaults() -> None:
+    """Spin briefly, not for long, at OpenMP barriers (unless the user chose).
+
+    GNU OpenMP spins ~300k iterations before sleeping; on a loaded machine
+    a spinning thread takes the core from the thread that has work, and a
+    plan of many small primitives then stalls for whole scheduler quanta.
+    A short spin keeps wake-ups fast on an idle machine. This must happen
+    before libgomp is loaded; it has no effect if it already is.
+    """
+    import os
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
+
+
 def _load_core():
     """Import the C++ extension, preloading oneDNN if the loader cannot find it.
 
@@ -40,6 +54,7 @@ def _load_core():
         raise first from None
 
 
+_openmp_defaults()
 _load_core()
 
 from . import cost, data, exceptions, transforms, zoo  # noqa: E402

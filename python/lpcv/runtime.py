@@ -83,9 +83,11 @@ class Timing:
 class _Lowered:
     """A model lowered for one batch size: op tuples for ``_core.Plan``."""
 
-    def __init__(self, model: Model, batch_size: int):
+    def __init__(self, model: Model, batch_size: int, numeric: bool = True):
+        # numeric=False: the structure only (BN folding without weight math),
+        # for cost estimates.
         m = fold_constants(model, batch_size)
-        m = fold_batchnorm(remove_identities(m))
+        m = fold_batchnorm(remove_identities(m), numeric=numeric)
         self.model = m
         self.infos = dict(infer_shapes(m, batch_size=batch_size))  # lowering adds tensors
         self.ids: Dict[str, int] = {}
@@ -552,7 +554,7 @@ class Session:
         -------
         Table
             Columns ``node``, ``nodes`` (original node names), ``op``,
-            ``kind`` (primitive), ``impl``, ``time_ms`` (mean over repeats)
+            ``kind`` (primitive), ``impl``, ``time_ms`` (median over repeats)
             and ``share`` of the total.
         """
         if not isinstance(repeats, int) or repeats < 1:

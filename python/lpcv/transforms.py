@@ -185,12 +185,16 @@ def replace_node(model: Model, name: str, chain: Sequence[Node],
     return prune_unused(model.with_changes(nodes=nodes, initializers=inits))
 
 
-def fold_batchnorm(model: Model) -> Model:
+def fold_batchnorm(model: Model, numeric: bool = True) -> Model:
     """Fold inference BatchNormalization into the preceding Conv or Gemm.
 
     ``W' = W · γ/√(σ²+ε)`` per output channel and ``b' = (b − μ)·γ/√(σ²+ε) + β``,
     computed in float64. A BatchNormalization whose input is read by other
     nodes too, or whose producer has non-constant weights, is kept.
+
+    With ``numeric=False`` only the graph is rewritten: the folded layers keep
+    their original weights (same shapes, unscaled) and take the BN shift as
+    bias. That is what a cost estimate needs, at a fraction of the time.
     """
     inits = dict(model.initializers)
     readers: Dict[str, int] = {}
@@ -213,6 +217,13 @@ def fold_batchnorm(model: Model) -> Model:
             continue
         if src.op == "Gemm" and (src.attrs.get("alpha", 1.0) != 1.0 or src.attrs.get("beta", 1.0) != 1.0
                                  or src.attrs.get("transA", 0)):
+            continue
+        if not numeric:
+            w_name = src.inputs[1]
+            b_name = src.inputs[2] if len(src.inputs) > 2 and src.inputs[2] else bn.inputs[2]
+            replaced[src.name] = Node(src.op, src.name, [src.inputs[0], w_name, b_name],
+                                      [bn.outputs[0]], src.attrs, src.domain)
+            dropped.add(bn.name)
             continue
         gamma, beta, mean, var = (inits[t].astype(np.float64) for t in bn.inputs[1:5])
         eps = float(bn.attrs.get("epsilon", 1e-5))

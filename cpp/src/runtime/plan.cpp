@@ -1076,7 +1076,7 @@ std::vector<double> Plan::profile(const std::vector<const void*>& inputs,
   if (repeats < 1) throw InvalidArgument(cat("repeats must be >= 1, got ", repeats));
   ThreadScope scope(threads);
   impl_->bind(inputs, outputs);
-  std::vector<double> total(impl_->steps.size(), 0.0);
+  std::vector<std::vector<double>> samples(impl_->steps.size());
   using clock = std::chrono::steady_clock;
   try {
     for (int r = 0; r < repeats; ++r) {
@@ -1084,14 +1084,20 @@ std::vector<double> Plan::profile(const std::vector<const void*>& inputs,
         const auto t0 = clock::now();
         impl_->run_step(impl_->steps[i]);
         impl_->stream.wait();
-        total[i] += std::chrono::duration<double>(clock::now() - t0).count();
+        samples[i].push_back(std::chrono::duration<double>(clock::now() - t0).count());
       }
     }
   } catch (const dnnl::error& e) {
     throw BackendError(cat("oneDNN: ", e.what()));
   }
-  for (double& t : total) t /= repeats;
-  return total;
+  // The median resists the occasional descheduled thread better than the mean.
+  std::vector<double> median(samples.size());
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    auto& v = samples[i];
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    median[i] = v[v.size() / 2];
+  }
+  return median;
 }
 
 std::vector<StepInfo> Plan::steps() const {

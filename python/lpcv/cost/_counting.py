@@ -43,7 +43,7 @@ class LayerCount:
 def lower(model: Model, batch_size: int):
     """The runtime's lowering (fusion and folding) of ``model``."""
     from ..runtime import _Lowered
-    return _Lowered(model, batch_size)
+    return _Lowered(model, batch_size, numeric=False)
 
 
 def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,

@@ -82,7 +82,7 @@ class Plan {
   void run(const std::vector<const void*>& inputs,
            const std::vector<void*>& outputs, int threads = 0);
 
-  /// Runs @p repeats times and returns, per step, the mean seconds.
+  /// Runs @p repeats times and returns, per step, the median seconds.
   std::vector<double> profile(const std::vector<const void*>& inputs,
                               const std::vector<void*>& outputs, int repeats,
                               int threads = 0);
