@@ -209,3 +209,17 @@ def test_kendall_tau():
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # Hand-computed: pairs (1,2)+ (1,3)+ (1,4)+ (2,3)- (2,4)+ (3,4)+ -> (5-1)/6.
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+
+
+def test_cli_profile(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "m.onnx"
+    lpcv.save(_conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)]), path)
+    out = subprocess.run([sys.executable, "-m", "lpcv", "profile", str(path), "--device",
+                          "phone-big-core", "--markdown"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| layer |" in out.stdout and "depthwise" in out.stdout and "total:" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "lpcv", "profile", str(path), "--device",
+                          "nokia3310"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown preset" in bad.stderr

@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs with --bench (default: 20)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random input (default: 0)")
 
+    c = sub.add_parser("profile", help="cost per layer on a device: operations, bytes, "
+                                       "arithmetic intensity, roofline latency, energy")
+    c.add_argument("model", metavar="MODEL.onnx")
+    c.add_argument("--device", default="host",
+                   help="preset (rpi4, jetson-nano-cpu, jetson-nano-gpu, phone-big-core, "
+                        "x86-avx512-core) or 'host' (measured; default)")
+    c.add_argument("--batch", type=_positive_int, default=1, help="batch size (default: 1)")
+    c.add_argument("--measure", action="store_true",
+                   help="also run the model here and compare predicted with measured time "
+                        "(host device)")
+    c.add_argument("--refresh", action="store_true", help="measure the host again")
+    c.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    c.add_argument("--top", type=_positive_int, default=None,
+                   help="only the N slowest layers")
+
     sub.add_parser("version", help="print the version")
     return p
 
@@ -149,6 +164,30 @@ def _cmd_run(args: argparse.Namespace) -> None:
         timing = sess.benchmark(runs=args.runs, feeds=feeds)
         print(f"timing: {timing}")
         print(f"latency per image: {timing.median / args.batch * 1e3:.3f} ms")
+
+
+def _cmd_profile(args: argparse.Namespace) -> None:
+    from ._report import Table
+    from .cost import Device, profile, validate
+    from .onnx_io import load
+
+    model = load(args.model)
+    device = Device.from_host(refresh=args.refresh, progress=True) if args.device == "host" \
+        else Device.resolve(args.device)
+    rep = profile(model, device, args.batch)
+    cols = ["layer", "op_class", "macs", "params", "weight_bytes", "intensity", "bound",
+            "latency_ms", "energy_uj", "advice"]
+    rows = sorted(rep.rows, key=lambda r: -r["latency_ms"])[:args.top] if args.top else rep.rows
+    table = Table(rows, columns=cols, title=rep.title)
+    print(table.to_markdown() if args.markdown else table)
+    print()
+    print(f"total: {rep.total}")
+    if args.measure:
+        if args.device != "host":
+            print("note: --measure runs here, so it compares with this machine, not "
+                  f"{args.device}")
+        v = validate(model, device, args.batch)
+        print(f"measured: {v.summary()}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -225,8 +264,9 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-_COMMANDS: Dict[str, Callable[[argparse.Namespace], None]] = {"demo": _cmd_demo, "info": _cmd_info, "run": _cmd_run,
-                                "version": _cmd_version}
+_COMMANDS: Dict[str, Callable[[argparse.Namespace], None]] = {
+    "demo": _cmd_demo, "info": _cmd_info, "run": _cmd_run, "profile": _cmd_profile,
+    "version": _cmd_version}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
