@@ -35,6 +35,17 @@ __all__ = ["Node", "ValueInfo", "TensorInfo", "Model"]
 
 Dim = Union[int, str, None]
 
+# Inputs (by position) of ONNX ops that hold settings or statistics, not
+# learnable weights; initializers read only there are not parameters.
+_NON_PARAMETER_INPUTS: Dict[str, Tuple[int, ...]] = {
+    "BatchNormalization": (3, 4),   # running mean and variance
+    "Clip": (1, 2),                 # min, max
+    "Dropout": (1, 2),              # ratio, training_mode
+    "Pad": (1, 2, 3),               # pads, constant_value, axes
+    "Resize": (1, 2, 3),            # roi, scales, sizes
+    "Upsample": (1,),               # scales
+}
+
 
 @dataclass
 class Node:
@@ -149,10 +160,12 @@ class Model:
         self.name = str(name)
         self.opset = int(opset)
         self.metadata: Dict[str, str] = dict(metadata or {})
-        self.inputs: List[ValueInfo] = list(inputs)
-        self.outputs: List[ValueInfo] = list(outputs)
+        self.inputs: List[ValueInfo] = _check_value_infos(inputs, "inputs")
+        self.outputs: List[ValueInfo] = _check_value_infos(outputs, "outputs")
         self.initializers: Dict[str, np.ndarray] = {}
         for k, v in (initializers or {}).items():
+            if not isinstance(k, str) or not k:
+                raise ModelError(f"initializer names must be non-empty strings, got {k!r}")
             if not isinstance(v, np.ndarray):
                 raise ModelError(f"initializer {k!r}: expected a numpy array, got {type(v).__name__}")
             self.initializers[k] = np.array(v, copy=True) if copy_arrays else v
@@ -209,15 +222,21 @@ class Model:
     def num_parameters(self) -> int:
         """Number of learnable parameters.
 
-        Counts the elements of floating-point initializers, except
-        BatchNormalization running statistics (mean and variance), which are
-        buffers rather than parameters; this matches how PyTorch and the
-        papers count (e.g. ResNet-18 has 11,689,512).
+        Counts the elements of floating-point initializers, except those that
+        only feed non-learnable operands: BatchNormalization running statistics
+        (mean and variance), which are buffers rather than parameters, and
+        settings stored as tensors (Clip bounds, Dropout ratio, Pad values,
+        Resize scales). This matches how PyTorch and the papers count (e.g.
+        ResNet-18 has 11,689,512 and MobileNetV2 3,504,872).
         """
-        buffers = {n.inputs[i] for n in self.nodes if n.op == "BatchNormalization"
-                   for i in (3, 4) if len(n.inputs) > i}
+        learnable: Dict[str, bool] = {}
+        for n in self.nodes:
+            skip = _NON_PARAMETER_INPUTS.get(n.op, ()) if n.domain in ("", "ai.onnx") else ()
+            for i, t in enumerate(n.inputs):
+                if t in self.initializers:
+                    learnable[t] = learnable.get(t, False) or i not in skip
         return int(sum(v.size for k, v in self.initializers.items()
-                       if np.issubdtype(v.dtype, np.floating) and k not in buffers))
+                       if np.issubdtype(v.dtype, np.floating) and learnable.get(k, True)))
 
     # ------------------------------------------------------------------ shapes
     def infer_shapes(self, batch_size: Optional[int] = None,
@@ -286,6 +305,44 @@ class Model:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _check_value_infos(values: Sequence[ValueInfo], what: str) -> List[ValueInfo]:
+    out = list(values)
+    seen = set()
+    for i, v in enumerate(out):
+        if not isinstance(v, ValueInfo):
+            raise ModelError(f"{what}[{i}]: expected lpcv.graph.ValueInfo, got {type(v).__name__}")
+        if not isinstance(v.name, str) or not v.name:
+            raise ModelError(f"{what}[{i}]: the name must be a non-empty string, got {v.name!r}")
+        if v.name in seen:
+            raise ModelError(f"{what}: {v.name!r} is listed twice")
+        seen.add(v.name)
+        for d in v.shape:
+            if isinstance(d, (bool, np.bool_)) or not (
+                    d is None or isinstance(d, str)
+                    or (isinstance(d, (int, np.integer)) and d >= 0)):
+                raise ModelError(f"{what}: {v.name!r} has shape {v.shape}; dimensions must be "
+                                 "non-negative ints, symbolic names (str) or None")
+    return out
+
+
+def _check_node(i: int, n: Node) -> None:
+    """Field types of a node (a corrupt file can carry bytes or garbage)."""
+    if not isinstance(n.op, str) or not n.op:
+        raise ModelError(f"nodes[{i}]: op must be a non-empty string, got {n.op!r}")
+    if not isinstance(n.name, str):
+        raise ModelError(f"nodes[{i}] ({n.op}): name must be a string, got {n.name!r}")
+    if not isinstance(n.domain, str):
+        raise ModelError(f"node {n.name!r} ({n.op}): domain must be a string, got {n.domain!r}")
+    for kind, names in (("inputs", n.inputs), ("outputs", n.outputs)):
+        for t in names:
+            if not isinstance(t, str):
+                raise ModelError(f"node {n.name!r} ({n.op}): {kind} must be strings, got {t!r}")
+    for k in n.attrs:
+        if not isinstance(k, str) or not k:
+            raise ModelError(f"node {n.name!r} ({n.op}): attribute names must be non-empty "
+                             f"strings, got {k!r}")
+
+
 def _toposort(nodes: List[Node], model: Model) -> List[Node]:
     """Sort nodes topologically (stable), validating names on the way."""
     defined = set(model.initializers) | set(model.input_names)
@@ -294,6 +351,7 @@ def _toposort(nodes: List[Node], model: Model) -> List[Node]:
     for i, n in enumerate(nodes):
         if not isinstance(n, Node):
             raise ModelError(f"nodes[{i}]: expected lpcv.graph.Node, got {type(n).__name__}")
+        _check_node(i, n)
         if not n.name:
             n.name = f"{n.op}_{i}"
         if n.name in names:

@@ -47,7 +47,8 @@ def load(source: Union[str, os.PathLike, bytes], *, fold: bool = True,
         Fold constant sub-graphs (shape arithmetic, Constant nodes) into
         initializers.
     check_finite : bool, default True
-        Reject floating-point initializers that contain NaN or Inf.
+        Reject floating-point initializers (and ``Constant`` values) that
+        contain NaN or Inf.
 
     Returns
     -------
@@ -74,7 +75,10 @@ def load(source: Union[str, os.PathLike, bytes], *, fold: bool = True,
         where = str(path)
         if not path.is_file():
             raise ONNXLoadError(f"ONNX file {where!r} does not exist or is not a file")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ONNXLoadError(f"cannot read ONNX file {where!r} ({e.strerror or e})") from None
         base_dir = str(path.parent)
     else:
         raise ValidationError(f"source must be a path or bytes, got {type(source).__name__}")
@@ -119,22 +123,35 @@ def from_onnx(proto, *, fold: bool = True, check_finite: bool = True,
     if opset < MIN_OPSET:
         raise UnsupportedError(f"{where}: opset {opset} is older than {MIN_OPSET}, the oldest "
                                "lpcv reads; convert it with onnx.version_converter first")
+    newest = _newest_opset()
+    if newest is not None and opset > newest:
+        raise UnsupportedError(f"{where}: opset {opset} is newer than {newest}, the newest the "
+                               "installed onnx package defines")
     g = proto.graph
     try:
         inits: Dict[str, np.ndarray] = {}
         for t in g.initializer:
-            if not t.name:
+            name = _text(t.name, "an initializer name", where)
+            if not name:
                 raise ModelError(f"{where}: an initializer has no name")
-            inits[t.name] = _tensor_to_numpy(t, numpy_helper)
+            if name in inits:
+                raise ModelError(f"{where}: initializer {name!r} is defined twice")
+            inits[name] = _tensor_to_numpy(t, numpy_helper)
         for sp in g.sparse_initializer:
             raise UnsupportedError(f"{where}: sparse initializer {sp.values.name!r} is not supported")
         nodes: List[Node] = []
+        used = set()
         for i, n in enumerate(g.node):
+            op = _text(n.op_type, f"the op type of node {i}", where)
+            name = _text(n.name, f"the name of node {i}", where) or f"{op}_{i}"
+            while name in used:  # ONNX does not require unique node names; lpcv does
+                name = f"{name}_{i}"
+            used.add(name)
             attrs = {}
             for a in n.attribute:
                 if a.type in (a.GRAPH, a.GRAPHS):
                     raise UnsupportedError(
-                        f"{where}: node {n.name or n.op_type!r} ({n.op_type}) has a sub-graph "
+                        f"{where}: node {name!r} ({op}) has a sub-graph "
                         "attribute; control flow (If, Loop, Scan) is not supported")
                 v = helper.get_attribute_value(a)
                 if a.type == a.TENSOR:
@@ -145,9 +162,15 @@ def from_onnx(proto, *, fold: bool = True, check_finite: bool = True,
                     v = [s.decode("utf-8", errors="replace") for s in v]
                 elif a.type in (a.INTS, a.FLOATS):
                     v = list(v)
-                attrs[a.name] = v
-            nodes.append(Node(n.op_type, n.name or f"{n.op_type}_{i}", list(n.input),
-                              list(n.output), attrs, n.domain))
+                elif a.type not in (a.INT, a.FLOAT):
+                    raise UnsupportedError(
+                        f"{where}: node {name!r} ({op}): attribute {a.name!r} has type "
+                        f"{a.type}, which lpcv does not read")
+                attrs[_text(a.name, f"an attribute name of node {name!r}", where)] = v
+            what = f"node {name!r} ({op})"
+            nodes.append(Node(op, name, [_text(t, f"an input of {what}", where) for t in n.input],
+                              [_text(t, f"an output of {what}", where) for t in n.output],
+                              attrs, _text(n.domain, f"the domain of {what}", where)))
         inputs = [_value_info(v, where) for v in g.input if v.name not in inits]
         outputs = [_value_info(v, where) for v in g.output]
     except (ModelError, UnsupportedError):
@@ -160,13 +183,41 @@ def from_onnx(proto, *, fold: bool = True, check_finite: bool = True,
         for k, v in inits.items():
             if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
                 raise ModelError(f"{where}: initializer {k!r} contains NaN or Inf values")
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    model = Model(nodes, inputs, outputs, inits, opset=opset, name=g.name or "model",
+        for n in nodes:  # Constant nodes are initializers in disguise
+            if n.op != "Constant":
+                continue
+            for k, v in n.attrs.items():
+                arr = np.asarray(v)
+                if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                    raise ModelError(f"{where}: Constant node {n.name!r} ({k}) contains NaN "
+                                     "or Inf values")
+    metadata = {_text(p.key, "a metadata key", where): _text(p.value, "a metadata value", where)
+                for p in proto.metadata_props}
+    model = Model(nodes, inputs, outputs, inits, opset=opset,
+                  name=_text(g.name, "the graph name", where) or "model",
                   metadata=metadata, copy_arrays=False)
     if fold:
         from .transforms import fold_constants
         model = fold_constants(model)
     return model
+
+
+def _text(value, what: str, where: str) -> str:
+    """A protobuf string field as ``str`` (protobuf returns bytes for invalid UTF-8)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return bytes(value).decode("utf-8")
+    except (UnicodeDecodeError, TypeError):
+        raise ONNXLoadError(f"{where}: {what} is not valid UTF-8 text ({value!r:.60})") from None
+
+
+def _newest_opset() -> Optional[int]:
+    try:
+        from onnx.defs import onnx_opset_version
+        return int(onnx_opset_version())
+    except Exception:  # pragma: no cover - very old onnx
+        return None
 
 
 def _tensor_to_numpy(t, numpy_helper) -> np.ndarray:
@@ -180,28 +231,30 @@ def _tensor_to_numpy(t, numpy_helper) -> np.ndarray:
     if arr.size != n:
         raise ModelError(f"tensor {t.name!r}: its data holds {arr.size} elements, its dims "
                          f"{dims} say {n}")
-    return np.ascontiguousarray(arr)
+    # np.asarray keeps 0-d scalars 0-d (np.ascontiguousarray would make them 1-d).
+    return np.asarray(arr, order="C")
 
 
 def _value_info(v, where: str) -> ValueInfo:
     from onnx import helper
-    tt = v.type.tensor_type
+    name = _text(v.name, "a graph input/output name", where)
     if not v.type.HasField("tensor_type"):
-        raise UnsupportedError(f"{where}: graph input/output {v.name!r} is not a tensor")
+        raise UnsupportedError(f"{where}: graph input/output {name!r} is not a tensor")
+    tt = v.type.tensor_type
     try:
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
     except Exception:
-        raise ONNXLoadError(f"{where}: {v.name!r} has unknown element type {tt.elem_type}") from None
+        raise ONNXLoadError(f"{where}: {name!r} has unknown element type {tt.elem_type}") from None
     shape = []
     if tt.HasField("shape"):
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
                 if d.dim_value < 0:
-                    raise ModelError(f"{where}: {v.name!r} has negative dimension {d.dim_value}")
+                    raise ModelError(f"{where}: {name!r} has negative dimension {d.dim_value}")
                 shape.append(int(d.dim_value))
             else:
-                shape.append(d.dim_param or None)
-    return ValueInfo(v.name, tuple(shape), dtype)
+                shape.append(_text(d.dim_param, f"a dimension name of {name!r}", where) or None)
+    return ValueInfo(name, tuple(shape), dtype)
 
 
 # ---------------------------------------------------------------------- save
@@ -227,7 +280,7 @@ def to_onnx(model: Model, *, producer: str = "lpcv"):
             node.attribute.append(v if isinstance(v, onnx.AttributeProto)
                                   else helper.make_attribute(k, v))
         nodes.append(node)
-    inits = [numpy_helper.from_array(np.ascontiguousarray(v), name=k)
+    inits = [numpy_helper.from_array(np.asarray(v, order="C"), name=k)
              for k, v in model.initializers.items()]
 
     def vi(v: ValueInfo):
