@@ -498,10 +498,6 @@ def test_unsupported_op_names_op_node_and_supported_ops():
     assert isinstance(e, NotImplementedError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Session reports an unknown op through _shapes.infer_shapes, whose UnsupportedOpError "
-    "lists every op with a shape function (Cast, Elu, Erf, Exp, Log, ConstantOfShape, "
-    "...), not runtime.SUPPORTED_OPS: the 'supported ops' it names are not all runnable"))
 def test_unsupported_op_lists_only_ops_the_runtime_runs():
     with pytest.raises(UnsupportedOpError) as info:
         lpcv.Session(lstm_model(), threads=1)
@@ -585,11 +581,7 @@ def test_session_needs_a_model():
         lpcv.Session(str(LENET300))
 
 
-# ----------------------------------------------------------------------------- known bugs
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime._Lowered runs transforms.fold_batchnorm before validating shapes (fold_constants "
-    "swallows the ShapeError): BN vectors whose length differs from the Conv's output "
-    "channels give a bare NumPy broadcasting ValueError instead of ShapeError naming the node"))
+# ------------------------------------------------------- regressions (formerly known bugs)
 def test_batchnorm_size_mismatch_after_conv_is_a_shape_error():
     v = np.ones(8, F32)
     m = Model([Node("Conv", "conv", ["x", "w"], ["c"]),
@@ -600,9 +592,6 @@ def test_batchnorm_size_mismatch_after_conv_is_a_shape_error():
         lpcv.Session(m, threads=1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms.remove_identities reads node.inputs[0] of Identity/Dropout without checking "
-    "it exists (the runtime calls it before validating shapes): IndexError"))
 def test_identity_without_input_is_a_model_error():
     m = Model([Node("Identity", "id", [], ["a"]), Node("Relu", "r", ["a"], ["y"])],
               [ValueInfo("x", ("N", 4))], [ValueInfo("y", ("N", 4))])
@@ -610,11 +599,6 @@ def test_identity_without_input_is_a_model_error():
         lpcv.Session(m, threads=1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_shapes shape functions index infos[1] without checking that the (required) second "
-    "input is present: an omitted ('') input gives AttributeError 'NoneType' object has no "
-    "attribute 'shape' (MatMul in infer_shapes) / 'value' (Gather, via "
-    "transforms._constant_values during lpcv.load)"))
 @pytest.mark.parametrize("op", ["MatMul", "Gather"])
 def test_omitted_required_input_is_a_shape_error(op):
     data = single([helper.make_node(op, ["w", ""], ["i"], name="n"),
@@ -756,9 +740,5 @@ def test_structural_mutations_never_crash_or_hang(structural_results):
     assert any(o == "ok" for o in outcomes) and any(o.endswith("@session") for o in outcomes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime._Lowered hands unvalidated models to transforms.fold_batchnorm: BN vectors "
-    "of the wrong length give a bare NumPy broadcasting ValueError (seeds 0, 189, 195); "
-    "see test_batchnorm_size_mismatch_after_conv_is_a_shape_error"))
 def test_structural_mutations_raise_only_lpcv_errors(structural_results):
     assert not structural_results["unexpected"], "\n".join(structural_results["unexpected"])

@@ -73,11 +73,6 @@ def test_scalar_initializers_stay_scalar(tmp_path):
     assert all(list(t.dims) == [] for t in saved.graph.initializer)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms.fold_constants stores Constant values with np.ascontiguousarray, which "
-    "turns 0-d scalars into shape (1,): a folded scalar Constant (Dropout ratio, Gather "
-    "index) changes shape, and the saved file is rejected by onnxruntime "
-    "('Ratio of Dropout must be a scalar')"))
 def test_folded_scalar_constant_stays_scalar(tmp_path):
     nodes = [helper.make_node("Constant", [], ["ratio"], name="c",
                               value=numpy_helper.from_array(np.array(0.5, np.float32))),

@@ -369,6 +369,8 @@ class GraphBuilder:
         outs = [ValueInfo(new, self.shape(old), np.float32) for new, old in pairs]
         meta = dict(self.metadata)
         meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+        for arr in self.initializers.values():  # the builder's own arrays: freeze, don't copy
+            arr.flags.writeable = False
         return Model(nodes, self.inputs, outs, self.initializers, opset=self.opset,
                      name=self.name, metadata=meta, copy_arrays=False)
 

@@ -623,6 +623,24 @@ def _constant_of_shape(node: Node, infos: Infos, opset: int) -> List[TensorInfo]
     return [_info(shape.tolist(), value.dtype)]
 
 
+# How many leading inputs each op requires (ONNX schemas); an omitted one
+# ("" or absent) is a malformed node.
+REQUIRED_INPUTS = {
+    "Conv": 2, "Gemm": 2, "MatMul": 2, "BatchNormalization": 5, "Add": 2, "Sub": 2, "Mul": 2,
+    "Div": 2, "Pow": 2, "Max": 1, "Min": 1, "Reshape": 2, "Gather": 2, "Expand": 2, "Slice": 1,
+    "ConstantOfShape": 1, "Constant": 0, "Concat": 1, "Split": 1, "Pad": 1,
+}
+
+
+def check_required_inputs(node: Node) -> None:
+    """Raise ModelError when a required input of ``node`` is omitted."""
+    need = REQUIRED_INPUTS.get(node.op, 1)
+    for i in range(need):
+        if i >= len(node.inputs) or not node.inputs[i]:
+            raise ModelError(f"node {node.name!r} ({node.op}): input {i} is required but "
+                             f"omitted (the op needs {need} inputs)")
+
+
 FOLDABLE_OPS = frozenset({"Shape", "Size", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze",
                           "Cast", "Constant", "ConstantOfShape", "Reshape", "Flatten",
                           "Transpose", "Identity", "Add", "Sub", "Mul", "Div"})
@@ -662,15 +680,13 @@ def infer_shapes(model: Model, batch_size: Optional[int] = None,
         if fn is None:
             raise UnsupportedOpError(node.op if not node.domain else f"{node.domain}.{node.op}",
                                      node.name, SHAPE_FUNCTIONS)
+        check_required_inputs(node)
         ins = [infos[t] if t else None for t in node.inputs]
-        if not ins or ins[0] is None and node.op not in ("Constant",):
-            if node.op != "Constant":
-                raise _fail(node, "its first input is missing")
         try:
             outs = fn(node, ins, model.opset)
         except (ShapeError, ModelError, UnsupportedOpError):
             raise
-        except (ValueError, TypeError, IndexError, KeyError, OverflowError) as e:
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as e:
             raise _fail(node, f"invalid attributes or inputs ({e})") from None
         if len(outs) < len([o for o in node.outputs if o]):
             raise _fail(node, f"has {len(node.outputs)} outputs, the op defines {len(outs)}")

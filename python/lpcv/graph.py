@@ -131,7 +131,10 @@ class Model:
     inputs, outputs : sequence of ValueInfo
         Graph inputs (fed at run time) and outputs.
     initializers : mapping of str to ndarray
-        Weights. Arrays are copied, so the caller's arrays are never shared.
+        Weights. Arrays are copied, so the caller's arrays are never shared,
+        and the model's copies are read-only: passes derive new models that
+        share unchanged arrays instead of copying them (replace an entry of
+        ``initializers`` to change a weight).
     opset : int
         Default-domain opset version the attributes follow.
     name : str
@@ -157,6 +160,8 @@ class Model:
         *,
         copy_arrays: bool = True,
     ) -> None:
+        # copy_arrays=False (for lpcv's own loaders and passes) shares arrays
+        # that are already read-only and copies writable ones.
         self.name = str(name)
         self.opset = int(opset)
         self.metadata: Dict[str, str] = dict(metadata or {})
@@ -168,23 +173,29 @@ class Model:
                 raise ModelError(f"initializer names must be non-empty strings, got {k!r}")
             if not isinstance(v, np.ndarray):
                 raise ModelError(f"initializer {k!r}: expected a numpy array, got {type(v).__name__}")
-            self.initializers[k] = np.array(v, copy=True) if copy_arrays else v
-        self.nodes: List[Node] = _toposort([copy.deepcopy(n) for n in nodes], self)
+            arr = np.array(v, copy=True) if copy_arrays or v.flags.writeable else v
+            arr.flags.writeable = False
+            self.initializers[k] = arr
+        self.nodes: List[Node] = _toposort([_copy_node(n) for n in nodes], self)
         self._shape_cache: Dict[Any, Dict[str, TensorInfo]] = {}
 
     # ------------------------------------------------------------------ basics
     def copy(self) -> "Model":
         """A deep copy (nodes, attributes and initializers)."""
-        return Model(self.nodes, self.inputs, self.outputs, self.initializers,
-                     self.opset, self.name, self.metadata)
+        return Model([copy.deepcopy(n) for n in self.nodes], self.inputs, self.outputs,
+                     self.initializers, self.opset, self.name, self.metadata)
 
     def with_changes(self, **changes: Any) -> "Model":
-        """A new model with some of nodes/inputs/outputs/initializers/... replaced."""
+        """A new model with some of nodes/inputs/outputs/initializers/... replaced.
+
+        Unchanged (read-only) initializer arrays are shared, not copied;
+        writable arrays passed in ``changes`` are copied.
+        """
         kw = dict(nodes=self.nodes, inputs=self.inputs, outputs=self.outputs,
                   initializers=self.initializers, opset=self.opset, name=self.name,
                   metadata=self.metadata)
         kw.update(changes)
-        return Model(**kw)
+        return Model(**kw, copy_arrays=False)
 
     @property
     def input_names(self) -> List[str]:
@@ -341,6 +352,15 @@ def _check_node(i: int, n: Node) -> None:
         if not isinstance(k, str) or not k:
             raise ModelError(f"node {n.name!r} ({n.op}): attribute names must be non-empty "
                              f"strings, got {k!r}")
+
+
+def _copy_node(n: Any) -> Any:
+    """A node with its own input/output lists and attribute dict."""
+    if not isinstance(n, Node):
+        return n  # _toposort reports the type error
+    attrs = {k: (list(v) if isinstance(v, list) else v.copy() if isinstance(v, np.ndarray) else v)
+             for k, v in n.attrs.items()}
+    return Node(n.op, n.name, n.inputs, n.outputs, attrs, n.domain)
 
 
 def _toposort(nodes: List[Node], model: Model) -> List[Node]:

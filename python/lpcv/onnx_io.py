@@ -193,6 +193,8 @@ def from_onnx(proto, *, fold: bool = True, check_finite: bool = True,
                                      "or Inf values")
     metadata = {_text(p.key, "a metadata key", where): _text(p.value, "a metadata value", where)
                 for p in proto.metadata_props}
+    for arr in inits.values():  # freshly decoded and ours: freeze instead of copying
+        arr.flags.writeable = False
     model = Model(nodes, inputs, outputs, inits, opset=opset,
                   name=_text(g.name, "the graph name", where) or "model",
                   metadata=metadata, copy_arrays=False)

@@ -87,6 +87,10 @@ class _Lowered:
         # numeric=False: the structure only (BN folding without weight math),
         # for cost estimates.
         m = fold_constants(model, batch_size)
+        for n in m.nodes:  # after folding, so shape arithmetic is gone
+            if n.domain not in ("", "ai.onnx") or n.op not in SUPPORTED_OPS:
+                raise UnsupportedOpError(n.op, n.name, SUPPORTED_OPS)
+        infer_shapes(m, batch_size=batch_size)  # validate before rewriting
         m = fold_batchnorm(remove_identities(m), numeric=numeric)
         self.model = m
         self.infos = dict(infer_shapes(m, batch_size=batch_size))  # lowering adds tensors
@@ -473,7 +477,7 @@ class Session:
         return arrays, [arrays[n] for n in low.plan_outputs]
 
     # ------------------------------------------------------------------- API
-    def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], check_finite: bool = True) -> Dict[str, np.ndarray]:
         """Run the model.
 
         Parameters
@@ -481,6 +485,10 @@ class Session:
         feeds : dict of str to array
             One array per model input. Float arrays are converted to float32;
             other dtypes raise ``TypeError``.
+        check_finite : bool, default True
+            Reject inputs holding NaN or Inf: oneDNN kernels do not
+            propagate them the way ONNX defines (ReLU maps NaN to 0), so the
+            outputs would be silently wrong.
 
         Returns
         -------
@@ -488,6 +496,11 @@ class Session:
             The model outputs by name.
         """
         batch, arrays = self._feeds(feeds)
+        if check_finite:
+            for vi, a in zip(self.model.inputs, arrays):
+                if not np.isfinite(a).all():
+                    raise ValidationError(f"input {vi.name!r} contains NaN or Inf; pass "
+                                          "check_finite=False to run it anyway")
         low, plan = self._plan(batch)
         result, outs = self._outputs(low)
         with self._lock:

@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
-from ._shapes import FOLDABLE_OPS, SHAPE_FUNCTIONS, constant_value, infer_shapes
+from ._shapes import (FOLDABLE_OPS, SHAPE_FUNCTIONS, check_required_inputs, constant_value,
+                      infer_shapes)
 from .exceptions import LpcvError
 from .graph import Model, Node, TensorInfo
 
@@ -58,14 +59,14 @@ def fold_constants(model: Model, batch_size: Optional[int] = None) -> Model:
     nodes: List[Node] = []
     for node in model.nodes:
         if node.op == "Constant" and node.domain in ("", "ai.onnx") and len(node.outputs) == 1:
-            inits[node.outputs[0]] = np.ascontiguousarray(constant_value(node))
+            inits[node.outputs[0]] = np.asarray(constant_value(node), order="C")
             continue
         if node.op in FOLDABLE_OPS:
             values = [[r[o].value if o in r else None for r in runs] for o in node.outputs]
             if values and all(v is not None for vs in values for v in vs) and all(
                     all(_same(vs[0], v) for v in vs[1:]) for vs in values):
                 for o, vs in zip(node.outputs, values):
-                    inits[o] = np.ascontiguousarray(vs[0])
+                    inits[o] = np.asarray(vs[0], order="C")  # keeps 0-d tensors 0-d
                 continue
         nodes.append(node)
     nodes = _symbolic_reshape_targets(model, nodes, inits, runs)
@@ -87,8 +88,9 @@ def _constant_values(model: Model) -> Dict[str, TensorInfo]:
         if any(t and (infos.get(t) is None or infos[t].value is None) for t in node.inputs):
             continue
         try:
+            check_required_inputs(node)
             outs = SHAPE_FUNCTIONS[node.op](node, ins, model.opset)
-        except (LpcvError, ValueError, TypeError, IndexError):
+        except (LpcvError, ValueError, TypeError, IndexError, AttributeError):
             continue
         for o, info in zip(node.outputs, outs):
             if o and info.value is not None:
@@ -159,7 +161,8 @@ def remove_identities(model: Model) -> Model:
     for node in model.nodes:
         node = Node(node.op, node.name, [rename.get(t, t) for t in node.inputs], node.outputs,
                     node.attrs, node.domain)
-        removable = (node.op == "Identity" or (node.op == "Dropout" and len(
+        removable = bool(node.inputs) and node.inputs[0] and (node.op == "Identity" or (
+            node.op == "Dropout" and len(
             [o for o in node.outputs if o]) == 1 and not node.attrs.get("training_mode", 0)
             and len(node.inputs) < 3))
         if removable and node.outputs[0] not in graph_outputs:
