@@ -9,6 +9,7 @@ namespace py = pybind11;
 namespace lpcv::bindings {
 void bind_runtime(py::module_& m);
 void bind_cost(py::module_& m);
+void bind_quantize(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_core, m) {
   });
   lpcv::bindings::bind_runtime(m);
   lpcv::bindings::bind_cost(m);
+  lpcv::bindings::bind_quantize(m);
 }

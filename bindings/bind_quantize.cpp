@@ -1,0 +1,263 @@
+// Bindings of lpcv::quantize. Thin: arrays in as C-contiguous views with the
+// exact dtype (the Python layer converts), outputs allocated here, GIL
+// released around every core call.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "lpcv/common/errors.hpp"
+#include "lpcv/quantize/uniform.hpp"
+
+namespace lpcv::bindings {
+
+namespace py = pybind11;
+namespace q = lpcv::quantize;
+
+namespace {
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+std::vector<std::int64_t> shape_vec(const py::array& a) {
+  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+q::Granularity granularity_from(const std::string& g) {
+  if (g == "per_tensor") return q::Granularity::per_tensor;
+  if (g == "per_channel") return q::Granularity::per_channel;
+  if (g == "per_group") return q::Granularity::per_group;
+  throw InvalidArgument(cat("granularity must be per_tensor, per_channel or "
+                            "per_group, got ", g));
+}
+
+q::Layout layout_of(const py::array& a, const std::string& g, int axis,
+                    std::int64_t group) {
+  return q::make_layout(shape_vec(a), granularity_from(g), axis, group);
+}
+
+template <typename T>
+void require_params(const carray<float>& scale, const carray<T>& zp,
+                    const q::Layout& L) {
+  if (scale.size() != L.num_params() || zp.size() != L.num_params())
+    throw ShapeError(cat("expected ", L.num_params(),
+                         " scales and zero points, got ", scale.size(), " and ",
+                         zp.size()));
+}
+
+template <typename T>
+py::array quantize_as(const carray<float>& x, const carray<float>& scale,
+                      const carray<std::int32_t>& zp, const q::Layout& L,
+                      const q::Scheme& s) {
+  carray<T> out(shape_vec(x));
+  const float* xp = x.data();
+  T* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    q::quantize<T>(xp, op, L, scale.data(), zp.data(), s);
+  }
+  return std::move(out);
+}
+
+template <typename T>
+bool try_dequantize(const py::array& qa, float* y, const q::Layout& L,
+                    const float* s, const std::int32_t* z) {
+  if (!py::isinstance<carray<T>>(qa) || !(qa.flags() & py::array::c_style))
+    return false;
+  auto a = py::array_t<T>::ensure(qa);
+  if (!a.dtype().is(py::dtype::of<T>())) return false;
+  const T* qp = a.data();
+  py::gil_scoped_release release;
+  q::dequantize<T>(qp, y, L, s, z);
+  return true;
+}
+
+}  // namespace
+
+void bind_quantize(py::module_& m) {
+  py::class_<q::Scheme>(m, "QuantScheme")
+      .def(py::init([](int bits, bool is_signed, bool symmetric, bool narrow,
+                       bool pot) {
+             q::Scheme s{bits, is_signed, symmetric, narrow, pot};
+             q::int_range(s);  // validates bits
+             return s;
+           }),
+           py::arg("bits"), py::arg("is_signed"), py::arg("symmetric"),
+           py::arg("narrow_range"), py::arg("power_of_two"))
+      .def_readonly("bits", &q::Scheme::bits)
+      .def_readonly("is_signed", &q::Scheme::is_signed)
+      .def_readonly("symmetric", &q::Scheme::symmetric)
+      .def_readonly("narrow_range", &q::Scheme::narrow_range)
+      .def_readonly("power_of_two", &q::Scheme::power_of_two);
+  m.def("quant_int_range", [](const q::Scheme& s) {
+    auto r = q::int_range(s);
+    return py::make_tuple(r.qmin, r.qmax);
+  });
+  m.def("quant_num_params",
+        [](const std::vector<std::int64_t>& shape, const std::string& g,
+           int axis, std::int64_t group) {
+          return q::make_layout(shape, granularity_from(g), axis, group).num_params();
+        },
+        py::arg("shape"), py::arg("granularity"), py::arg("axis"), py::arg("group_size"));
+  auto min_max = [](bool ref) {
+    return [ref](const carray<float>& x, const std::string& g, int axis,
+                 std::int64_t group) {
+      const q::Layout L = layout_of(x, g, axis, group);
+      carray<float> lo(L.num_params()), hi(L.num_params());
+      const float* xp = x.data();
+      float* lp = lo.mutable_data();
+      float* hp = hi.mutable_data();
+      {
+        py::gil_scoped_release release;
+        if (ref) q::ref_min_max(xp, L, lp, hp);
+        else q::min_max(xp, L, lp, hp);
+      }
+      return py::make_tuple(lo, hi);
+    };
+  };
+  m.def("quant_min_max", min_max(false), py::arg("x").noconvert(),
+        py::arg("granularity"), py::arg("axis"), py::arg("group_size"));
+  m.def("ref_quant_min_max", min_max(true), py::arg("x").noconvert(),
+        py::arg("granularity"), py::arg("axis"), py::arg("group_size"));
+  m.def("quant_params",
+        [](const carray<float>& lo, const carray<float>& hi, const q::Scheme& s) {
+          if (lo.size() != hi.size())
+            throw ShapeError(cat("lo and hi sizes differ: ", lo.size(), " vs ", hi.size()));
+          carray<float> scale(lo.size());
+          carray<std::int32_t> zp(lo.size());
+          q::params_from_range(lo.data(), hi.data(), lo.size(), s,
+                               scale.mutable_data(), zp.mutable_data());
+          return py::make_tuple(scale, zp);
+        },
+        py::arg("lo").noconvert(), py::arg("hi").noconvert(), py::arg("scheme"));
+  m.def("quant_check_params",
+        [](const carray<float>& scale, const carray<std::int32_t>& zp,
+           const q::Scheme& s) {
+          if (scale.size() != zp.size())
+            throw ShapeError(cat("scale and zero_point sizes differ: ",
+                                 scale.size(), " vs ", zp.size()));
+          q::check_params(scale.data(), zp.data(), scale.size(), s);
+        },
+        py::arg("scale").noconvert(), py::arg("zero_point").noconvert(),
+        py::arg("scheme"));
+  auto fq = [](bool ref) {
+    return [ref](const carray<float>& x, const carray<float>& scale,
+                 const carray<std::int32_t>& zp, const std::string& g, int axis,
+                 std::int64_t group, const q::Scheme& s, py::object out) {
+      const q::Layout L = layout_of(x, g, axis, group);
+      require_params(scale, zp, L);
+      carray<float> y;
+      if (out.is_none()) {
+        y = carray<float>(shape_vec(x));
+      } else {
+        py::array oa = out.cast<py::array>();
+        if (!oa.dtype().is(py::dtype::of<float>()) ||
+            !(oa.flags() & py::array::c_style) || !oa.writeable() ||
+            shape_vec(oa) != shape_vec(x))
+          throw InvalidArgument("out must be a writeable C-contiguous float32 "
+                                "array with the shape of x");
+        y = py::reinterpret_borrow<carray<float>>(oa);
+      }
+      const float* xp = x.data();
+      float* yp = y.mutable_data();
+      {
+        py::gil_scoped_release release;
+        if (ref) q::ref_fake_quantize(xp, yp, L, scale.data(), zp.data(), s);
+        else q::fake_quantize(xp, yp, L, scale.data(), zp.data(), s);
+      }
+      return y;
+    };
+  };
+  m.def("quant_fake_quantize", fq(false), py::arg("x").noconvert(),
+        py::arg("scale").noconvert(), py::arg("zero_point").noconvert(),
+        py::arg("granularity"), py::arg("axis"), py::arg("group_size"),
+        py::arg("scheme"), py::arg("out") = py::none());
+  m.def("ref_quant_fake_quantize", fq(true), py::arg("x").noconvert(),
+        py::arg("scale").noconvert(), py::arg("zero_point").noconvert(),
+        py::arg("granularity"), py::arg("axis"), py::arg("group_size"),
+        py::arg("scheme"), py::arg("out") = py::none());
+  m.def("quant_quantize",
+        [](const carray<float>& x, const carray<float>& scale,
+           const carray<std::int32_t>& zp, const std::string& g, int axis,
+           std::int64_t group, const q::Scheme& s) -> py::array {
+          const q::Layout L = layout_of(x, g, axis, group);
+          require_params(scale, zp, L);
+          q::int_range(s);
+          if (s.bits <= 8)
+            return s.is_signed ? quantize_as<std::int8_t>(x, scale, zp, L, s)
+                               : quantize_as<std::uint8_t>(x, scale, zp, L, s);
+          return s.is_signed ? quantize_as<std::int16_t>(x, scale, zp, L, s)
+                             : quantize_as<std::uint16_t>(x, scale, zp, L, s);
+        },
+        py::arg("x").noconvert(), py::arg("scale").noconvert(),
+        py::arg("zero_point").noconvert(), py::arg("granularity"),
+        py::arg("axis"), py::arg("group_size"), py::arg("scheme"));
+  m.def("ref_quant_quantize",
+        [](const carray<float>& x, const carray<float>& scale,
+           const carray<std::int32_t>& zp, const std::string& g, int axis,
+           std::int64_t group, const q::Scheme& s) {
+          const q::Layout L = layout_of(x, g, axis, group);
+          require_params(scale, zp, L);
+          carray<std::int32_t> out(shape_vec(x));
+          q::ref_quantize_i32(x.data(), out.mutable_data(), L, scale.data(),
+                              zp.data(), s);
+          return out;
+        },
+        py::arg("x").noconvert(), py::arg("scale").noconvert(),
+        py::arg("zero_point").noconvert(), py::arg("granularity"),
+        py::arg("axis"), py::arg("group_size"), py::arg("scheme"));
+  m.def("quant_dequantize",
+        [](const py::array& qa, const carray<float>& scale,
+           const carray<std::int32_t>& zp, const std::string& g, int axis,
+           std::int64_t group) {
+          const q::Layout L = layout_of(qa, g, axis, group);
+          require_params(scale, zp, L);
+          carray<float> y(shape_vec(qa));
+          float* yp = y.mutable_data();
+          const float* sp = scale.data();
+          const std::int32_t* zpp = zp.data();
+          if (!(try_dequantize<std::int8_t>(qa, yp, L, sp, zpp) ||
+                try_dequantize<std::uint8_t>(qa, yp, L, sp, zpp) ||
+                try_dequantize<std::int16_t>(qa, yp, L, sp, zpp) ||
+                try_dequantize<std::uint16_t>(qa, yp, L, sp, zpp)))
+            throw InvalidArgument(cat("dequantize: q must be a C-contiguous int8, "
+                                      "uint8, int16 or uint16 array, got ",
+                                      std::string(py::str(qa.dtype()))));
+          return y;
+        },
+        py::arg("q").noconvert(), py::arg("scale").noconvert(),
+        py::arg("zero_point").noconvert(), py::arg("granularity"),
+        py::arg("axis"), py::arg("group_size"));
+  m.def("quant_pack_int4",
+        [](const carray<std::int8_t>& qa, bool is_signed) {
+          const std::int64_t n = qa.size();
+          carray<std::uint8_t> out((n + 1) / 2);
+          const std::int8_t* qp = qa.data();
+          std::uint8_t* op = out.mutable_data();
+          {
+            py::gil_scoped_release release;
+            q::pack_int4(qp, n, is_signed, op);
+          }
+          return out;
+        },
+        py::arg("q").noconvert(), py::arg("is_signed"));
+  m.def("quant_unpack_int4",
+        [](const carray<std::uint8_t>& packed, std::int64_t n, bool is_signed) {
+          if (n < 0 || (n + 1) / 2 != packed.size())
+            throw ShapeError(cat("unpack_int4: ", packed.size(),
+                                 " bytes cannot hold ", n, " values"));
+          carray<std::int8_t> out(n);
+          const std::uint8_t* pp = packed.data();
+          std::int8_t* op = out.mutable_data();
+          {
+            py::gil_scoped_release release;
+            q::unpack_int4(pp, n, is_signed, op);
+          }
+          return out;
+        },
+        py::arg("packed").noconvert(), py::arg("n"), py::arg("is_signed"));
+}
+
+}  // namespace lpcv::bindings

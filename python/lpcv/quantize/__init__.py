@@ -1,0 +1,25 @@
+"""Quantization: uniform (per tensor / channel / group), calibration of
+activation ranges, and non-uniform schemes (k-means weight sharing, binary,
+ternary).
+
+Array functions are stateless (NumPy in, NumPy out); estimators follow the
+scikit-learn contract (``fit`` learns attributes ending in ``_``).
+
+Examples
+--------
+>>> import numpy as np
+>>> from lpcv import quantize
+>>> w = np.linspace(-1, 1, 9, dtype=np.float32).reshape(3, 3)
+>>> q, scale, zp = quantize.quantize(w, bits=4, axis=0)
+>>> q
+array([[-7, -5, -3],
+       [-7,  0,  7],
+       [ 3,  5,  7]], dtype=int8)
+"""
+from __future__ import annotations
+
+from .uniform import (UniformQuantizer, dequantize, fake_quantize, int_range, pack_int4,
+                      quantize, unpack_int4)
+
+__all__ = ["fake_quantize", "quantize", "dequantize", "pack_int4", "unpack_int4", "int_range",
+           "UniformQuantizer"]
