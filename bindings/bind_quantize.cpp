@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lpcv/common/errors.hpp"
+#include "lpcv/quantize/calibration.hpp"
 #include "lpcv/quantize/uniform.hpp"
 
 namespace lpcv::bindings {
@@ -72,6 +73,15 @@ bool try_dequantize(const py::array& qa, float* y, const q::Layout& L,
   py::gil_scoped_release release;
   q::dequantize<T>(qp, y, L, s, z);
   return true;
+}
+
+q::Histogram hist_from(const carray<std::int64_t>& counts, double lo, double hi) {
+  q::Histogram h;
+  h.lo = lo;
+  h.hi = hi;
+  h.counts.assign(counts.data(), counts.data() + counts.size());
+  q::histogram_edges(lo, hi, static_cast<std::int64_t>(h.counts.size()));  // validates
+  return h;
 }
 
 }  // namespace
@@ -258,6 +268,70 @@ void bind_quantize(py::module_& m) {
           return out;
         },
         py::arg("packed").noconvert(), py::arg("n"), py::arg("is_signed"));
+  // ---- calibration ----
+  m.def("calib_edges", [](double lo, double hi, std::int64_t bins) {
+    auto e = q::histogram_edges(lo, hi, bins);
+    carray<double> out(static_cast<py::ssize_t>(e.size()));
+    std::copy(e.begin(), e.end(), out.mutable_data());
+    return out;
+  }, py::arg("lo"), py::arg("hi"), py::arg("bins"));
+  auto hist_add = [](bool ref) {
+    return [ref](const carray<float>& x, double lo, double hi, py::array counts) {
+      if (!counts.dtype().is(py::dtype::of<std::int64_t>()) ||
+          !(counts.flags() & py::array::c_style) || !counts.writeable() || counts.ndim() != 1)
+        throw InvalidArgument("counts must be a writeable 1-d C-contiguous int64 array");
+      auto c = py::reinterpret_borrow<carray<std::int64_t>>(counts);
+      const float* xp = x.data();
+      std::int64_t* cp = c.mutable_data();
+      const std::int64_t n = x.size(), bins = c.size();
+      py::gil_scoped_release release;
+      return ref ? q::ref_histogram_add(xp, n, lo, hi, bins, cp)
+                 : q::histogram_add(xp, n, lo, hi, bins, cp);
+    };
+  };
+  m.def("calib_histogram_add", hist_add(false), py::arg("x").noconvert(), py::arg("lo"),
+        py::arg("hi"), py::arg("counts"));
+  m.def("ref_calib_histogram_add", hist_add(true), py::arg("x").noconvert(), py::arg("lo"),
+        py::arg("hi"), py::arg("counts"));
+  m.def("calib_grow",
+        [](const carray<std::int64_t>& counts, double lo, double hi, double new_min,
+           double new_max, bool zero_centered) {
+          q::Histogram g = q::grow_histogram(hist_from(counts, lo, hi), new_min, new_max,
+                                             zero_centered);
+          carray<std::int64_t> out(static_cast<py::ssize_t>(g.counts.size()));
+          std::copy(g.counts.begin(), g.counts.end(), out.mutable_data());
+          return py::make_tuple(out, g.lo, g.hi);
+        },
+        py::arg("counts").noconvert(), py::arg("lo"), py::arg("hi"), py::arg("new_min"),
+        py::arg("new_max"), py::arg("zero_centered"));
+  m.def("calib_percentile",
+        [](const carray<std::int64_t>& counts, double lo, double hi, double fraction) {
+          return q::histogram_percentile(hist_from(counts, lo, hi), fraction);
+        },
+        py::arg("counts").noconvert(), py::arg("lo"), py::arg("hi"), py::arg("fraction"));
+  m.def("calib_quant_error",
+        [](const carray<std::int64_t>& counts, double lo, double hi, double a, double b,
+           const q::Scheme& s, double p) {
+          return q::histogram_quant_error(hist_from(counts, lo, hi), a, b, s, p);
+        },
+        py::arg("counts").noconvert(), py::arg("lo"), py::arg("hi"), py::arg("a"),
+        py::arg("b"), py::arg("scheme"), py::arg("p"));
+  m.def("calib_mse_range",
+        [](const carray<std::int64_t>& counts, double lo, double hi, double dmin,
+           double dmax, const q::Scheme& s, double p, int n_candidates) {
+          const q::Histogram h = hist_from(counts, lo, hi);
+          py::gil_scoped_release release;
+          return q::mse_range(h, dmin, dmax, s, p, n_candidates);
+        },
+        py::arg("counts").noconvert(), py::arg("lo"), py::arg("hi"), py::arg("data_min"),
+        py::arg("data_max"), py::arg("scheme"), py::arg("p"), py::arg("n_candidates"));
+  m.def("calib_entropy_threshold",
+        [](const carray<std::int64_t>& abs_counts, double width, std::int64_t quant_bins) {
+          std::vector<std::int64_t> h(abs_counts.data(), abs_counts.data() + abs_counts.size());
+          py::gil_scoped_release release;
+          return q::entropy_threshold(h, width, quant_bins);
+        },
+        py::arg("abs_counts").noconvert(), py::arg("width"), py::arg("quant_bins"));
 }
 
 }  // namespace lpcv::bindings

@@ -19,6 +19,7 @@
 
 #include "lpcv/common/errors.hpp"
 #include "lpcv/common/parallel.hpp"
+#include "dynamic_for.hpp"
 
 namespace lpcv::quantize {
 namespace {
@@ -74,7 +75,7 @@ void for_each_run(const Layout& L, F&& f) {
     }
   };
   const std::int64_t grain = n < 4 * kChunk ? units + 1 : 2;
-  parallel_for(units, body, grain);
+  detail::dynamic_for(units, body, grain);
 }
 
 struct Prepared {

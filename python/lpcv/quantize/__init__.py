@@ -18,8 +18,9 @@ array([[-7, -5, -3],
 """
 from __future__ import annotations
 
+from .calibration import Calibrator, histogram
 from .uniform import (UniformQuantizer, dequantize, fake_quantize, int_range, pack_int4,
                       quantize, unpack_int4)
 
 __all__ = ["fake_quantize", "quantize", "dequantize", "pack_int4", "unpack_int4", "int_range",
-           "UniformQuantizer"]
+           "UniformQuantizer", "Calibrator", "histogram"]
