@@ -10,6 +10,7 @@
 
 #include "lpcv/common/errors.hpp"
 #include "lpcv/quantize/calibration.hpp"
+#include "lpcv/quantize/nonuniform.hpp"
 #include "lpcv/quantize/uniform.hpp"
 
 namespace lpcv::bindings {
@@ -332,6 +333,105 @@ void bind_quantize(py::module_& m) {
           return q::entropy_threshold(h, width, quant_bins);
         },
         py::arg("abs_counts").noconvert(), py::arg("width"), py::arg("quant_bins"));
+  // ---- non-uniform ----
+  m.def("kmeans_1d",
+        [](const carray<float>& x, int n_clusters, int max_iter, double tol,
+           const std::string& init, std::uint64_t seed) {
+          q::KMeansParams p;
+          p.n_clusters = n_clusters;
+          p.max_iter = max_iter;
+          p.tol = tol;
+          if (init == "linear") p.init = q::KMeansInit::linear;
+          else if (init == "random") p.init = q::KMeansInit::random;
+          else throw InvalidArgument(cat("init must be 'linear' or 'random', got ", init));
+          p.seed = seed;
+          carray<std::int32_t> labels(shape_vec(x));
+          const float* xp = x.data();
+          std::int32_t* lp = labels.mutable_data();
+          const std::int64_t n = x.size();
+          q::KMeansResult r;
+          {
+            py::gil_scoped_release release;
+            r = q::kmeans_1d(xp, n, p, lp);
+          }
+          carray<float> cb(static_cast<py::ssize_t>(r.codebook.size()));
+          std::copy(r.codebook.begin(), r.codebook.end(), cb.mutable_data());
+          return py::make_tuple(cb, labels, r.n_iter, r.inertia);
+        },
+        py::arg("x").noconvert(), py::arg("n_clusters"), py::arg("max_iter"), py::arg("tol"),
+        py::arg("init"), py::arg("seed"));
+  m.def("kmeans_assign",
+        [](const carray<float>& x, const carray<float>& codebook) {
+          carray<std::int32_t> labels(shape_vec(x));
+          const float* xp = x.data();
+          const float* cp = codebook.data();
+          std::int32_t* lp = labels.mutable_data();
+          const std::int64_t n = x.size();
+          const int k = static_cast<int>(codebook.size());
+          double sse;
+          {
+            py::gil_scoped_release release;
+            sse = q::kmeans_assign(xp, n, cp, k, lp);
+          }
+          return py::make_tuple(labels, sse);
+        },
+        py::arg("x").noconvert(), py::arg("codebook").noconvert());
+  m.def("label_counts",
+        [](const carray<std::int32_t>& labels, int k) {
+          if (k < 1) throw InvalidArgument(cat("number of symbols must be >= 1, got ", k));
+          std::vector<std::int64_t> f;
+          {
+            py::gil_scoped_release release;
+            f = q::label_counts(labels.data(), labels.size(), k);
+          }
+          carray<std::int64_t> out(static_cast<py::ssize_t>(f.size()));
+          std::copy(f.begin(), f.end(), out.mutable_data());
+          return out;
+        },
+        py::arg("labels").noconvert(), py::arg("k"));
+  m.def("huffman_code_lengths",
+        [](const carray<std::int64_t>& freq) {
+          std::vector<std::int64_t> f(freq.data(), freq.data() + freq.size());
+          const std::vector<int> len = q::huffman_code_lengths(f);
+          carray<std::int64_t> out(static_cast<py::ssize_t>(len.size()));
+          std::copy(len.begin(), len.end(), out.mutable_data());
+          return out;
+        },
+        py::arg("freq").noconvert());
+  m.def("binarize",
+        [](const carray<float>& w, const std::string& g, int axis, std::int64_t group) {
+          const q::Layout L = layout_of(w, g, axis, group);
+          carray<std::int8_t> b(shape_vec(w));
+          carray<float> alpha(L.num_params());
+          const float* wp = w.data();
+          std::int8_t* bp = b.mutable_data();
+          float* ap = alpha.mutable_data();
+          {
+            py::gil_scoped_release release;
+            q::binarize(wp, L, bp, ap);
+          }
+          return py::make_tuple(b, alpha);
+        },
+        py::arg("w").noconvert(), py::arg("granularity"), py::arg("axis"),
+        py::arg("group_size"));
+  m.def("ternarize",
+        [](const carray<float>& w, const std::string& g, int axis, std::int64_t group,
+           double factor) {
+          const q::Layout L = layout_of(w, g, axis, group);
+          carray<std::int8_t> t(shape_vec(w));
+          carray<float> alpha(L.num_params()), delta(L.num_params());
+          const float* wp = w.data();
+          std::int8_t* tp = t.mutable_data();
+          float* ap = alpha.mutable_data();
+          float* dp = delta.mutable_data();
+          {
+            py::gil_scoped_release release;
+            q::ternarize(wp, L, factor, tp, ap, dp);
+          }
+          return py::make_tuple(t, alpha, delta);
+        },
+        py::arg("w").noconvert(), py::arg("granularity"), py::arg("axis"),
+        py::arg("group_size"), py::arg("threshold_factor"));
 }
 
 }  // namespace lpcv::bindings

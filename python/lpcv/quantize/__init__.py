@@ -19,8 +19,11 @@ array([[-7, -5, -3],
 from __future__ import annotations
 
 from .calibration import Calibrator, histogram
+from .nonuniform import (KMeansQuantizer, binarize, huffman_bits, huffman_code_lengths,
+                         kmeans_quantize, ternarize)
 from .uniform import (UniformQuantizer, dequantize, fake_quantize, int_range, pack_int4,
                       quantize, unpack_int4)
 
 __all__ = ["fake_quantize", "quantize", "dequantize", "pack_int4", "unpack_int4", "int_range",
-           "UniformQuantizer", "Calibrator", "histogram"]
+           "UniformQuantizer", "Calibrator", "histogram", "kmeans_quantize", "KMeansQuantizer",
+           "huffman_bits", "huffman_code_lengths", "binarize", "ternarize"]
