@@ -53,6 +53,10 @@ def test_schema_and_agreement(result):
         assert _positive(st["median_s"]) and _positive(st["gbps"])
         assert st["min_s"] <= st["median_s"] <= st["max_s"]
     assert _positive(fq["ratios"]["numpy_over_lpcv"])
+    sr = fq["streaming_in_rounds"]
+    assert len(sr["seconds_per_round"]) == data["settings"]["rounds"]
+    assert _positive(sr["median_gbps"]) and sr["best_gbps"] >= sr["median_gbps"]
+    assert _positive(fq["peers"]["lpcv_out"]["fraction_of_streaming"])
     assert {"vs_numpy", "bandwidth_fraction"} <= set(fq["goals"])
     try:
         import torch  # noqa: F401

@@ -14,7 +14,8 @@
 namespace lpcv::quantize {
 
 std::vector<double> histogram_edges(double lo, double hi, std::int64_t bins) {
-  if (bins < 1) throw InvalidArgument(cat("bins must be >= 1, got ", bins));
+  if (bins < 1 || bins > (std::int64_t{1} << 30))
+    throw InvalidArgument(cat("bins must be in [1, 2^30], got ", bins));
   if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi))
     throw InvalidArgument(cat("histogram range must be finite with lo < hi, got [",
                               lo, ", ", hi, "]"));
@@ -73,6 +74,10 @@ std::int64_t histogram_add(const float* x, std::int64_t n, double lo, double hi,
     const int t = omp_get_thread_num();
     std::int64_t* c = local.data() + static_cast<std::size_t>(t) * stride;
     const std::int64_t i0 = u * kChunk, i1 = std::min(n, i0 + kChunk);
+    // local copies: the loops must see invariant scalars, not references
+    const float lo_f = flo, hi_f = fhi, sc = fscale, kmax = fmax_k, ep = eps;
+    const float ep_hi = 1.0f - eps;
+    const std::int32_t tr = trash, always = always_check;
     std::int32_t idx[kBlock];
     std::int32_t near[kBlock];
     float fbad = 0.0f;
@@ -85,14 +90,14 @@ std::int64_t histogram_add(const float* x, std::int64_t n, double lo, double hi,
       for (std::int64_t i = 0; i < len; ++i) {
         const float v = xs[i];
         fbad += v * 0.0f;
-        float g = (v - flo) * fscale;
+        float g = (v - lo_f) * sc;
         g = g < 0.0f ? 0.0f : g;
-        g = g > fmax_k ? fmax_k : g;
+        g = g > kmax ? kmax : g;
         const std::int32_t k = static_cast<std::int32_t>(g);
         const float fr = g - static_cast<float>(k);
-        const bool in = v >= flo && v <= fhi;
-        idx[i] = in ? k : trash;
-        near[i] = (fr < eps) | (fr > 1.0f - eps) | always_check;
+        const std::int32_t in = (v >= lo_f) & (v <= hi_f);
+        idx[i] = in ? k : tr;
+        near[i] = (fr < ep) | (fr > ep_hi) | always;
       }
       // scalar pass: exact correction against the edges near them, count
       for (std::int64_t i = 0; i < len; ++i) {
