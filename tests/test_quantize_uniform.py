@@ -455,3 +455,17 @@ def test_core_rejects_unconverted_arrays():
         _core.quant_fake_quantize(np.ones(4), np.ones(1, F32), np.zeros(1, np.int32),
                                   "per_tensor", 0, 1, s)
     assert lpcv.quantize.fake_quantize is fake_quantize
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import lpcv.quantize
+    import lpcv.quantize.calibration
+    import lpcv.quantize.nonuniform
+    import lpcv.quantize.uniform
+    for mod in (lpcv.quantize, lpcv.quantize.uniform, lpcv.quantize.calibration,
+                lpcv.quantize.nonuniform):
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, mod.__name__
+        assert res.attempted > 0, mod.__name__
