@@ -469,3 +469,35 @@ def test_docstring_examples_run():
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.failed == 0, mod.__name__
         assert res.attempted > 0, mod.__name__
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_matches_onnxruntime_quantize_linear_on_ties(signed):
+    """x / scale (not x * (1/scale)) and half-to-even: bitwise onnxruntime's QuantizeLinear."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.001, 0.1, size=16).astype(F32)
+    lo = -100 if signed else 0
+    k = rng.integers(lo, 100, size=(16, 500)).astype(F32) + F32(0.5)
+    x = (k * s[:, None]).astype(F32)  # values at or next to exact ties
+    x = np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)], axis=1)
+    zp = rng.integers(-20, 20, 16) if signed else rng.integers(0, 60, 16)
+    q, _, _ = quantize(x, bits=8, axis=0, signed=signed, symmetric=False, scale=s,
+                       zero_point=zp)
+    onnx_type, np_type = (TensorProto.INT8, np.int8) if signed else (TensorProto.UINT8, np.uint8)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0)
+    graph = helper.make_graph(
+        [node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", onnx_type, list(x.shape))],
+        [numpy_helper.from_array(s, "s"), numpy_helper.from_array(zp.astype(np_type), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(q, y)
+    # the reciprocal-multiply shortcut would not agree on these ties
+    qm = np.clip(np.rint(x * (F32(1) / s[:, None])) + zp[:, None], -128 if signed else 0,
+                 127 if signed else 255)
+    assert (qm != y).any()
