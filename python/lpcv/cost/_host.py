@@ -15,17 +15,24 @@ from .device import OP_CLASSES, Device, _cpu_model
 _MB = 1024 * 1024
 
 
-def _cache_bytes() -> float:
-    """Largest CPU cache (sysfs), or 8 MiB when unknown."""
-    sizes = []
-    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+def _cache_bytes(threads: int) -> float:
+    """Private (level-2) cache of the cores used, from sysfs; 1 MiB per core if unknown.
+
+    The shared last-level cache is left out on purpose: on servers and VMs it
+    is shared with other tenants, so a model cannot count on it.
+    """
+    per_core = 0.0
+    for folder in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
         try:
-            text = open(path).read().strip().upper()
-            mult = {"K": 1024, "M": _MB, "G": 1024 * _MB}.get(text[-1], 1)
-            sizes.append(float(text.rstrip("KMG")) * mult)
+            level = int(open(os.path.join(folder, "level")).read())
+            kind = open(os.path.join(folder, "type")).read().strip()
+            text = open(os.path.join(folder, "size")).read().strip().upper()
         except (OSError, ValueError):
             continue
-    return max(sizes) if sizes else 8.0 * _MB
+        if level == 2 and kind in ("Unified", "Data"):
+            mult = {"K": 1024, "M": _MB, "G": 1024 * _MB}.get(text[-1], 1)
+            per_core = float(text.rstrip("KMG")) * mult
+    return (per_core or float(_MB)) * threads
 
 
 def _layer_models() -> List[Tuple[str, Model]]:
@@ -83,8 +90,9 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     steps.update()
     dram = 2 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
     steps.update()
-    cache = _cache_bytes()
-    cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 20, threads)
+    cache = _cache_bytes(threads)
+    # Source and destination together fill half the private caches.
+    cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 50, threads)
     steps.update()
     overhead = _core.time_tiny_primitive(20, threads)
     steps.update()
