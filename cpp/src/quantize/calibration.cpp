@@ -9,7 +9,6 @@
 
 #include "lpcv/common/errors.hpp"
 #include "lpcv/common/parallel.hpp"
-#include "dynamic_for.hpp"
 
 namespace lpcv::quantize {
 
@@ -70,7 +69,7 @@ std::int64_t histogram_add(const float* x, std::int64_t n, double lo, double hi,
   std::vector<float> bad(T, 0.0f);
   const float* fep = fe.data();
   const std::int64_t nb = bins;
-  detail::dynamic_for(units, [&, fep, nb](std::int64_t u) {
+  parallel_for_dynamic(units, [&, fep, nb](std::int64_t u) {
     const int t = omp_get_thread_num();
     std::int64_t* c = local.data() + static_cast<std::size_t>(t) * stride;
     const std::int64_t i0 = u * kChunk, i1 = std::min(n, i0 + kChunk);

@@ -8,8 +8,8 @@
 #include <random>
 #include <unordered_set>
 
-#include "dynamic_for.hpp"
 #include "lpcv/common/errors.hpp"
+#include "lpcv/common/parallel.hpp"
 
 namespace lpcv::quantize {
 namespace {
@@ -44,7 +44,7 @@ AssignStats assign(const float* x, std::int64_t n, const std::vector<double>& c,
   std::vector<std::int64_t> pcnt(static_cast<std::size_t>(units) * k, 0);
   std::vector<std::int64_t> pchanged(units, 0);
   std::vector<double> psse(units, 0.0);
-  detail::dynamic_for(units, [&](std::int64_t u) {
+  parallel_for_dynamic(units, [&](std::int64_t u) {
     const std::int64_t i0 = u * kChunk, i1 = std::min(n, i0 + kChunk);
     double* s = psum.data() + static_cast<std::size_t>(u) * k;
     std::int64_t* cn = pcnt.data() + static_cast<std::size_t>(u) * k;

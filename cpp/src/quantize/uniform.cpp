@@ -19,7 +19,6 @@
 
 #include "lpcv/common/errors.hpp"
 #include "lpcv/common/parallel.hpp"
-#include "dynamic_for.hpp"
 
 namespace lpcv::quantize {
 namespace {
@@ -75,7 +74,7 @@ void for_each_run(const Layout& L, F&& f) {
     }
   };
   const std::int64_t grain = n < 4 * kChunk ? units + 1 : 2;
-  detail::dynamic_for(units, body, grain);
+  parallel_for_dynamic(units, body, grain);
 }
 
 struct Prepared {

@@ -9,6 +9,20 @@
 
 namespace lpcv {
 
+namespace detail {
+// Runs body(i), keeping the first exception for rethrow after the region.
+template <typename Body>
+inline void guarded(Body& body, std::int64_t i, std::exception_ptr& error,
+                    std::mutex& error_mutex) {
+  try {
+    body(i);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (!error) error = std::current_exception();
+  }
+}
+}  // namespace detail
+
 /// Calls body(i) for i in [0, n) on the OpenMP thread pool.
 /// @param n     number of iterations (>= 0)
 /// @param body  callable taking std::int64_t; may throw
@@ -23,14 +37,24 @@ void parallel_for(std::int64_t n, Body&& body, std::int64_t grain = 1) {
   std::exception_ptr error;
   std::mutex error_mutex;
 #pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) {
-    try {
-      body(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-    }
+  for (std::int64_t i = 0; i < n; ++i) detail::guarded(body, i, error, error_mutex);
+  if (error) std::rethrow_exception(error);
+}
+
+/// Like parallel_for, with dynamic scheduling (one iteration at a time), for
+/// chunked streaming kernels: on a shared machine a descheduled thread's
+/// chunks are taken by the others instead of making them all wait.
+template <typename Body>
+void parallel_for_dynamic(std::int64_t n, Body&& body, std::int64_t grain = 1) {
+  if (n <= 0) return;
+  if (n < grain) {
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+    return;
   }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t i = 0; i < n; ++i) detail::guarded(body, i, error, error_mutex);
   if (error) std::rethrow_exception(error);
 }
 
