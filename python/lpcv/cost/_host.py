@@ -39,11 +39,11 @@ def _layer_models() -> List[Tuple[str, Model]]:
     """Single-layer models representative of each op class (batch 1)."""
     rng = np.random.default_rng(0)
 
-    def conv(name, c, m, hw, k, stride=1, group=1):
+    def conv(name, c, m, hw, k, stride=1, group=1, batch=1):
         w = rng.standard_normal((m, c // group, k, k)).astype(np.float32) * 0.05
         node = Node("Conv", name, ["x", "w", "b"], ["y"],
                     {"pads": [k // 2] * 4, "strides": [stride] * 2, "group": group})
-        return Model([node], [ValueInfo("x", (1, c, hw, hw))], [ValueInfo("y", ())],
+        return Model([node], [ValueInfo("x", (batch, c, hw, hw))], [ValueInfo("y", ())],
                      {"w": w, "b": np.zeros(m, np.float32)}, name=name)
 
     def single(name, op, shape, attrs=None, n_in=1, extra=None):
@@ -61,6 +61,11 @@ def _layer_models() -> List[Tuple[str, Model]]:
         ("depthwise", conv("dw_144_56", 144, 144, 56, 3, group=144)),
         ("depthwise", conv("dw_384_14", 384, 384, 14, 3, group=384)),
         ("depthwise", conv("dw_96_112_s2", 96, 96, 112, 3, stride=2, group=96)),
+        ("depthwise", conv("dw_144_56_b8", 144, 144, 56, 3, group=144, batch=8)),
+        ("depthwise", conv("dw_576_14_b8", 576, 576, 14, 3, group=576, batch=8)),
+        ("conv", conv("conv1x1_96_576_b8", 96, 576, 14, 1, batch=8)),
+        ("conv", conv("conv1x1_32_16_112", 32, 16, 112, 1)),
+        ("conv", conv("conv3x3_64_b8", 64, 64, 56, 3, batch=8)),
         ("gemm", Model([Node("Gemm", "fc", ["x", "w"], ["y"], {"transB": 1})],
                        [ValueInfo("x", (1, 1024))], [ValueInfo("y", ())], {"w": gemm_w},
                        name="fc")),
@@ -70,8 +75,12 @@ def _layer_models() -> List[Tuple[str, Model]]:
         ("pool", single("maxpool", "MaxPool", (1, 64, 112, 112),
                         {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})),
         ("pool", single("gap", "GlobalAveragePool", (1, 1280, 7, 7))),
+        ("pool", single("maxpool_b8", "MaxPool", (8, 64, 112, 112),
+                        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})),
+        ("pool", single("gap_b8", "GlobalAveragePool", (8, 1280, 7, 7))),
         ("eltwise", single("relu", "Relu", (1, 256, 56, 56))),
         ("eltwise", single("add", "Add", (1, 128, 56, 56), n_in=2)),
+        ("eltwise", single("relu_b8", "Relu", (8, 256, 56, 56))),
         ("data", single("concat", "Concat", (1, 128, 28, 28), {"axis": 1}, n_in=2)),
     ]
 
@@ -101,25 +110,27 @@ def measure_host(threads: int, progress: bool = False) -> Device:
         cache_bytes=cache, cache_bandwidth=max(cache_bw, dram), overhead=overhead,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host micro-benchmarks")
-    # Efficiency of each op class: roofline prediction at full efficiency
-    # over the time the runtime really takes, on representative layers.
-    compute: Dict[str, List[float]] = {}
-    memory: Dict[str, List[float]] = {}
+    # Efficiency of each op class: the (compute, memory) efficiency pair
+    # that best explains the measured times of representative layers, in
+    # several regimes (cache-resident and DRAM-streaming), by a grid search
+    # on the log error of max(compute / e_c, memory / e_m) + overhead.
+    samples: Dict[str, List[Tuple[float, float, float]]] = {}
     for cls, model in _layer_models():
         row = profile(model, base).rows[0]
         sess = Session(model, threads=threads)
         measured = min(sum(r["time_ms"] for r in sess.profile(repeats=30, warmup=5).rows
                            if r["node"] != "<output reorder>") for _ in range(3)) * 1e-3
-        busy = max(measured - overhead, 1e-9)
-        if row["compute_ms"] >= row["memory_ms"]:
-            compute.setdefault(cls, []).append(row["compute_ms"] * 1e-3 / busy)
-        else:
-            memory.setdefault(cls, []).append(row["memory_ms"] * 1e-3 / busy)
+        samples.setdefault(cls, []).append(
+            (row["compute_ms"] * 1e-3, row["memory_ms"] * 1e-3, measured))
     steps.update()
     steps.close()
-
-    def eff(table: Dict[str, List[float]]) -> Dict[str, float]:
-        return {c: float(np.clip(statistics.median(table[c]), 0.02, 1.0)) for c in OP_CLASSES
-                if c in table}
-
-    return base.replace(compute_efficiency=eff(compute), memory_efficiency=eff(memory))
+    grid = np.geomspace(0.02, 1.0, 60)
+    compute_eff: Dict[str, float] = {}
+    memory_eff: Dict[str, float] = {}
+    for cls, rows in samples.items():
+        c, m, t = (np.array(v)[:, None, None] for v in zip(*rows))
+        pred = np.maximum(c / grid[None, :, None], m / grid[None, None, :]) + overhead
+        loss = (np.log(pred / t) ** 2).sum(axis=0)
+        i, j = np.unravel_index(np.argmin(loss), loss.shape)
+        compute_eff[cls], memory_eff[cls] = float(grid[i]), float(grid[j])
+    return base.replace(compute_efficiency=compute_eff, memory_efficiency=memory_eff)

@@ -261,7 +261,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v2"
+_LIBRARY_KEY = "host-v3"
 
 
 def _user_cache_dir() -> Path:
