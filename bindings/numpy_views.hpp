@@ -25,7 +25,15 @@ inline runtime::DType dtype_from_name(const std::string& name) {
 }
 
 inline runtime::DType dtype_of(const py::array& a) {
-  return dtype_from_name(py::str(a.dtype()).cast<std::string>());
+  // Compared as dtypes (C calls), not through their names: this runs on
+  // every Session.run.
+  const py::dtype d = a.dtype();
+  if (d.equal(py::dtype::of<float>())) return runtime::DType::f32;
+  if (d.equal(py::dtype::of<std::int8_t>())) return runtime::DType::s8;
+  if (d.equal(py::dtype::of<std::uint8_t>())) return runtime::DType::u8;
+  if (d.equal(py::dtype::of<std::int32_t>())) return runtime::DType::s32;
+  if (d.equal(py::dtype::of<std::int64_t>())) return runtime::DType::s64;
+  return dtype_from_name(py::str(d).cast<std::string>());  // throws Unsupported
 }
 
 inline std::vector<std::int64_t> shape_of(const py::array& a) {

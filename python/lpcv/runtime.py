@@ -437,9 +437,9 @@ class Session:
             raise ValidationError("feeds must be a dict of input name -> array, got "
                                   f"{type(feeds).__name__}")
         names = self.input_names
-        unknown = sorted(set(feeds) - set(names))
-        missing = [n for n in names if n not in feeds]
-        if unknown or missing:
+        if len(feeds) != len(names) or any(n not in feeds for n in names):
+            unknown = sorted(set(feeds) - set(names))
+            missing = [n for n in names if n not in feeds]
             raise ValidationError(f"feeds: expected inputs {names}; unknown {unknown}, missing "
                                   f"{missing}")
         arrays = []
@@ -448,14 +448,14 @@ class Session:
             a = feeds[vi.name]
             if not isinstance(a, np.ndarray):
                 a = np.asarray(a)
-            if not (np.issubdtype(a.dtype, np.floating)):
+            if a.dtype.kind != "f":
                 raise TypeError(f"input {vi.name!r}: expected a floating-point array "
                                 f"(float32), got dtype {a.dtype}")
             a = np.ascontiguousarray(a, dtype=np.float32)
             if a.ndim != len(vi.shape):
                 raise ShapeError(f"input {vi.name!r}: expected rank {len(vi.shape)} "
                                  f"{tuple(vi.shape)}, got shape {a.shape}")
-            b = a.shape[0] if a.ndim and not isinstance(vi.shape[0], (int, np.integer)) else None
+            b = a.shape[0] if a.ndim and not isinstance(vi.shape[0], int) else None
             if b is not None:
                 if b < 1:
                     raise ShapeError(f"input {vi.name!r}: the batch is empty (shape {a.shape})")
