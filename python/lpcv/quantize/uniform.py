@@ -110,15 +110,20 @@ def _infer_granularity(axis, group_size) -> str:
     return "per_tensor" if axis is None else "per_channel"
 
 
-def _user_params(scale, zero_point, pshape, scheme) -> Tuple[np.ndarray, np.ndarray]:
-    n = int(np.prod(pshape, dtype=np.int64))
+def _scale_array(scale, n: int, pshape) -> np.ndarray:
+    """User-given scales as a flat float32 array of ``n`` values."""
     s = np.asarray(scale)
     if s.dtype.kind not in "iuf":
         raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
     if s.size != n:
         raise ValidationError(f"scale must have {n} element(s) (shape {pshape}), "
                               f"got shape {s.shape}")
-    s = np.ascontiguousarray(s, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(s, dtype=np.float32).reshape(-1)
+
+
+def _user_params(scale, zero_point, pshape, scheme) -> Tuple[np.ndarray, np.ndarray]:
+    n = int(np.prod(pshape, dtype=np.int64))
+    s = _scale_array(scale, n, pshape)
     if zero_point is None:
         if not scheme.symmetric:
             raise ValidationError("zero_point is required with scale when symmetric=False")
@@ -309,13 +314,7 @@ def dequantize(q: Any, scale: Any, zero_point: Any = None, axis: Optional[int] =
     gran, ax, g, pshape = _layout(a.shape, _infer_granularity(axis, group_size), axis,
                                   group_size)
     n = int(np.prod(pshape, dtype=np.int64))
-    s = np.asarray(scale)
-    if s.dtype.kind not in "iuf":
-        raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
-    if s.size != n:
-        raise ValidationError(f"scale must have {n} element(s) (shape {pshape}), "
-                              f"got shape {s.shape}")
-    s = np.ascontiguousarray(s, dtype=np.float32).reshape(-1)
+    s = _scale_array(scale, n, pshape)
     if zero_point is None:
         z = np.zeros(n, np.int32)
     else:
