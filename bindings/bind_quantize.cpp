@@ -435,3 +435,61 @@ void bind_quantize(py::module_& m) {
 }
 
 }  // namespace lpcv::bindings
+
+// ---- layer-wise rounding: GPTQ and AdaRound (arrays (G, M, K)) ----
+#include "lpcv/quantize/gptq.hpp"
+
+namespace lpcv::bindings {
+
+namespace {
+
+template <typename T>
+py::tuple gptq_as(const carray<float>& w, const carray<float>& h, const carray<float>& scale,
+                  const carray<std::int32_t>& zp, const q::GptqParams& p) {
+  const std::int64_t G = w.shape(0), M = w.shape(1), K = w.shape(2);
+  carray<T> out({G, M, K});
+  q::GptqResult r;
+  const float* wp = w.data();
+  const float* hp = h.data();
+  const float* sp = scale.data();
+  const std::int32_t* zpp = zp.data();
+  T* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    r = q::gptq<T>(wp, hp, G, M, K, sp, zpp, p, op);
+  }
+  return py::make_tuple(out, r.loss, r.dead_columns);
+}
+
+}  // namespace
+
+void bind_quantize_layerwise(py::module_& m) {
+  m.def("gptq",
+        [](const carray<float>& w, const carray<float>& h, const carray<float>& scale,
+           const carray<std::int32_t>& zp, const q::Scheme& scheme, std::int64_t block_size,
+           double damp, bool act_order) {
+          if (w.ndim() != 3) throw ShapeError("gptq: w must be 3-d (G, M, K)");
+          const std::int64_t G = w.shape(0), M = w.shape(1), K = w.shape(2);
+          if (h.ndim() != 3 || h.shape(0) != G || h.shape(1) != K || h.shape(2) != K)
+            throw ShapeError(cat("gptq: hessian must have shape (", G, ", ", K, ", ", K, ")"));
+          if (scale.size() != G * M || zp.size() != G * M)
+            throw ShapeError(cat("gptq: expected ", G * M, " scales and zero points, got ",
+                                 scale.size(), " and ", zp.size()));
+          q::GptqParams p;
+          p.scheme = scheme;
+          p.block_size = block_size;
+          p.damp = damp;
+          p.act_order = act_order;
+          q::int_range(scheme);
+          if (scheme.bits <= 8)
+            return scheme.is_signed ? gptq_as<std::int8_t>(w, h, scale, zp, p)
+                                    : gptq_as<std::uint8_t>(w, h, scale, zp, p);
+          return scheme.is_signed ? gptq_as<std::int16_t>(w, h, scale, zp, p)
+                                  : gptq_as<std::uint16_t>(w, h, scale, zp, p);
+        },
+        py::arg("w").noconvert(), py::arg("hessian").noconvert(), py::arg("scale").noconvert(),
+        py::arg("zero_point").noconvert(), py::arg("scheme"), py::arg("block_size"),
+        py::arg("damp"), py::arg("act_order"));
+}
+
+}  // namespace lpcv::bindings

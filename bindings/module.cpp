@@ -10,6 +10,8 @@ namespace lpcv::bindings {
 void bind_runtime(py::module_& m);
 void bind_cost(py::module_& m);
 void bind_quantize(py::module_& m);
+void bind_linalg(py::module_& m);
+void bind_quantize_layerwise(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -35,4 +37,6 @@ PYBIND11_MODULE(_core, m) {
   lpcv::bindings::bind_runtime(m);
   lpcv::bindings::bind_cost(m);
   lpcv::bindings::bind_quantize(m);
+  lpcv::bindings::bind_linalg(m);
+  lpcv::bindings::bind_quantize_layerwise(m);
 }
