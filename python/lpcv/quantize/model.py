@@ -476,8 +476,7 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
             fold_constants(model), calib=data.first(min(data.n_samples, 512))[data.inputs[0].name]
             if len(data.inputs) == 1 else None)
         fm = _float_model(eq_model)
-        eq_table = getattr(eq_report, "pairs", None) or (eq_report if isinstance(eq_report, Table)
-                                                          else None)
+        eq_table = eq_report
     else:
         fm = _float_model(model)
     an = _Analysis(fm)
@@ -772,29 +771,39 @@ def _bias(fm: Model, layer: _Layer, n: int) -> np.ndarray:
     return np.zeros(n)
 
 
-def _bn_statistics(model: Model) -> Dict[str, Tuple[np.ndarray, np.ndarray, Optional[str]]]:
-    """Per tensor after Conv→BN(→ReLU/ReLU6): the BN output mean β and std |γ|."""
+def _bn_statistics(model: Model) -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                     np.ndarray]]:
+    """Per Conv/Gemm followed by a BatchNorm: BN output mean β, std |γ|, and the
+    layer's folded weight row scale and bias (to map onto later rewrites)."""
     m = fold_constants(model)
-    readers: Dict[str, List[Node]] = {}
-    for n in m.nodes:
-        for t in n.inputs:
-            readers.setdefault(t, []).append(n)
+    folded = fold_batchnorm(m)
+    producer = {o: n for n in m.nodes for o in n.outputs}
     out = {}
     for n in m.nodes:
         if n.op != "BatchNormalization" or len(n.inputs) < 5 \
                 or not all(t in m.initializers for t in n.inputs[1:3]):
             continue
+        src = producer.get(n.inputs[0])
+        if src is None or src.op not in ("Conv", "Gemm"):
+            continue
+        try:
+            f = folded.node(src.name)
+        except Exception:
+            continue
+        if f.outputs[0] != n.outputs[0] or len(f.inputs) < 3:
+            continue  # the BN was not folded into this layer
         gamma = m.initializers[n.inputs[1]].astype(np.float64)
         beta = m.initializers[n.inputs[2]].astype(np.float64)
-        t, act = n.outputs[0], None
-        r = readers.get(t, [])
-        if len(r) == 1 and r[0].op in ("Relu", "Clip"):
-            act = _activation_name(r[0], m)
-            if act not in ("relu", "relu6"):
-                continue
-            t = r[0].outputs[0]
-        out[t] = (beta, np.abs(gamma), act)
+        w = folded.initializers[f.inputs[1]].astype(np.float64)
+        b = folded.initializers[f.inputs[2]].astype(np.float64)
+        out[src.name] = (beta, np.abs(gamma), _row_absmax(f, w), b)
     return out
+
+
+def _row_absmax(node: Node, w: np.ndarray) -> np.ndarray:
+    if node.op == "Conv" or node.attrs.get("transB", 0):
+        return np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    return np.abs(w).max(axis=0)
 
 
 def _expected_activation(beta: np.ndarray, std: np.ndarray, act: Optional[str]) -> np.ndarray:
@@ -817,12 +826,19 @@ def _expected_activation(beta: np.ndarray, std: np.ndarray, act: Optional[str]) 
 
 def _analytic_bias(fm: Model, an: _Analysis, layer: _Layer, dw: np.ndarray,
                    bn_stats) -> Optional[np.ndarray]:
-    """Bias correction with E[x] from the producing BatchNorm, or None if unknown."""
+    """Bias correction with E[x] from the producing layer's BatchNorm, or None.
+
+    The BN fixes the distribution of the producer's pre-activation, N(β, γ²).
+    Equalization may since have rescaled the producer's channels by ``a`` and
+    shifted them by ``d`` (bias absorption); both are read off the weights, so
+    the pre-activation here is N(a·β + d, (a·γ)²).
+    """
     t = layer.x
     spatial = 1
-    # Grid-keeping ops between the BN and the layer: Flatten of a (C,1,1) map
-    # keeps channel means; GlobalAveragePool keeps them too. MaxPool does not.
-    while t not in bn_stats:
+    # Between the producer and this layer: its activation, then ops that keep
+    # channel means (GlobalAveragePool, Flatten of a 1x1 map). MaxPool does not.
+    act = None
+    while True:
         p = an.producer.get(t)
         if p is None:
             return None
@@ -831,15 +847,27 @@ def _analytic_bias(fm: Model, an: _Analysis, layer: _Layer, dw: np.ndarray,
                 shape = fm.infer_shapes(batch_size=1)[p.inputs[0]].shape
                 spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
             t = p.inputs[0]
+        elif p.op in ("Relu", "Clip") and act is None:
+            act = _activation_name(p, fm)
+            if act not in ("relu", "relu6"):
+                return None
+            t = p.inputs[0]
+        elif p.name in bn_stats and p.op in ("Conv", "Gemm") and len(p.inputs) > 2 \
+                and p.inputs[2] in fm.initializers:
+            break
         else:
             return None
-    beta, std, act = bn_stats[t]
-    ex = _expected_activation(beta, std, act)
+    beta, std, w_absmax, b_folded = bn_stats[p.name]
+    w = fm.initializers[p.inputs[1]].astype(np.float64)
+    a = _row_absmax(p, w) / np.maximum(w_absmax, 1e-30)
+    d = fm.initializers[p.inputs[2]].astype(np.float64) - a * b_folded
+    ex = _expected_activation(a * beta + d, a * std, act)
     G, M, K = dw.shape
     if layer.node.op == "Conv":
         cin_g = ex.size // G
-        taps = K // cin_g
-        mean_rows = np.repeat(ex.reshape(G, cin_g), taps, axis=1)
+        if cin_g * G != ex.size or K % cin_g:
+            return None
+        mean_rows = np.repeat(ex.reshape(G, cin_g), K // cin_g, axis=1)
     else:
         mean_rows = np.repeat(ex, spatial)[None]
         if mean_rows.shape[1] != K:
