@@ -202,3 +202,29 @@ def test_corrupt_file_is_one_line_exit_2(command, kind, tmp_path, model_file):
 def test_directory_instead_of_file(tmp_path):
     proc = run_cli("info", str(tmp_path))
     assert_one_line_error(proc)
+
+
+# ---------------------------------------------------------------- quantize
+@needs_reference
+def test_quantize_writes_a_qdq_file_onnxruntime_runs(model_file, tmp_path):
+    import onnxruntime as ort
+
+    path, model = model_file
+    out = tmp_path / "q.onnx"
+    calib = tmp_path / "calib.npy"
+    np.save(calib, lpcv.data.load_sample(64)[0])
+    proc = run_cli("quantize", str(path), str(out), "--calib", str(calib), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "QuantizationReport(W8 per_channel nearest" in proc.stdout
+    q = lpcv.load(out)
+    assert any(n.op == "QuantizeLinear" for n in q.nodes)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = lpcv.data.load_sample(8)[0]
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[0] == 8
+    # An existing output is not replaced without --overwrite, and bad settings are one line.
+    assert_one_line_error(run_cli("quantize", str(path), str(out)), "exists", "--overwrite")
+    assert_one_line_error(run_cli("quantize", str(path), str(tmp_path / "o.onnx"), "--config", "w9"),
+                          "weights")
+    (tmp_path / "bad.npy").write_text("not numpy")
+    assert_one_line_error(run_cli("quantize", str(path), str(tmp_path / "o.onnx"), "--calib",
+                                  str(tmp_path / "bad.npy")), "bad.npy")

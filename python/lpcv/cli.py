@@ -10,6 +10,10 @@ Subcommands
     Nodes, output shapes and parameter counts of an ONNX file.
 ``lpcv run MODEL.onnx [--batch N] [--bench]``
     Run an ONNX file on random input; ``--bench`` adds timings.
+``lpcv quantize MODEL.onnx OUT.onnx [--config w8a8] [--method nearest|adaround|gptq] [--calib X.npy]``
+    Post-training quantization to a QDQ ONNX file (runs in lpcv and
+    onnxruntime); calibration images from a ``.npy`` file (N, C, H, W), or the
+    bundled Fashion-MNIST sample.
 ``lpcv version``
     The installed version.
 
@@ -126,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=_positive_int, default=None,
                    help="only the N slowest layers")
 
+    q = sub.add_parser("quantize", help="post-training quantization to a QDQ ONNX file")
+    q.add_argument("model", metavar="MODEL.onnx")
+    q.add_argument("output", metavar="OUT.onnx")
+    q.add_argument("--config", default="w8a8",
+                   help="w{bits}a{bits}[_per_tensor], or w{bits} for weights only (default: w8a8)")
+    q.add_argument("--method", default="nearest", choices=("nearest", "adaround", "gptq"),
+                   help="weight rounding (default: nearest)")
+    q.add_argument("--calib", metavar="IMAGES.npy", default=None,
+                   help="calibration inputs (N, C, H, W) float32; default: the bundled "
+                        "Fashion-MNIST sample")
+    q.add_argument("--samples", type=_positive_int, default=512,
+                   help="calibration samples to use (default: 512)")
+    q.add_argument("--equalize", action="store_true", help="cross-layer equalization first")
+    q.add_argument("--bias-correction", choices=("empirical", "analytic"), default=None)
+    q.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -188,6 +208,33 @@ def _cmd_profile(args: argparse.Namespace) -> None:
                   f"{args.device}")
         v = validate(model, device, args.batch)
         print(f"measured: {v.summary()}")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    from .onnx_io import load, save
+    from .quantize import quantize_model
+
+    model = load(args.model)
+    if os.path.exists(args.output) and not args.overwrite:
+        raise _CliError(f"{args.output} exists (use --overwrite to replace it)")
+    if args.calib is None:
+        from .data import load_sample
+        calib = load_sample(min(args.samples, 2000))[0]
+    else:
+        try:
+            calib = np.load(args.calib, allow_pickle=False)
+        except ValueError as e:
+            raise _CliError(f"--calib {args.calib}: not a NumPy .npy array ({e})") from None
+    qm, rep = quantize_model(model, calib, args.config, method=args.method,
+                             equalize=args.equalize, bias_correction=args.bias_correction,
+                             max_samples=args.samples, progress=not args.no_progress)
+    save(qm, args.output, overwrite=args.overwrite)
+    source = args.calib or "the bundled Fashion-MNIST sample"
+    print(rep.layers)
+    print()
+    print(repr(rep))
+    print(f"calibrated on {rep.settings['calibration_samples']} samples of {source}")
+    print(f"wrote {args.output}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -266,7 +313,7 @@ def _shape(shape: Sequence[int]) -> str:
 
 _COMMANDS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "demo": _cmd_demo, "info": _cmd_info, "run": _cmd_run, "profile": _cmd_profile,
-    "version": _cmd_version}
+    "quantize": _cmd_quantize, "version": _cmd_version}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
