@@ -82,7 +82,6 @@ def relu6_to_relu(model, names):
 
 def conv(name, x, w, b, y, group=1, pads=0):
     ins = [x, w] + ([b] if b else [])
-    k = None
     return Node("Conv", name, ins, [y], {"group": group, "pads": [pads] * 4})
 
 
@@ -225,6 +224,44 @@ def test_two_layer_gemm_formula(trans_b):
     np.testing.assert_allclose(run(eq, x), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act, bounds, paired, kind", [
+    ("LeakyRelu", None, True, "LeakyRelu"), (None, None, True, "none"),
+    ("Clip", (0.0, None), True, "Relu"), ("Clip", (0.0, 6.0), True, "ReLU6→Relu"),
+    ("Clip", (-1.0, 1.0), False, None), ("Sigmoid", None, False, None),
+])
+def test_activations_between_gemms(act, bounds, paired, kind):
+    rng = np.random.default_rng(9)
+    inits = {"w1": (rng.standard_normal((6, 4)) * np.exp(rng.standard_normal(6))[:, None]
+                    ).astype(F32),
+             "b1": rng.standard_normal(6).astype(F32),
+             "w2": rng.standard_normal((3, 6)).astype(F32)}
+    nodes = [Node("Gemm", "fc1", ["x", "w1", "b1"], ["z"], {"transB": 1})]
+    h = "z"
+    if act == "Clip":
+        ins = ["z", "lo"] + (["hi"] if bounds[1] is not None else [])
+        inits["lo"] = np.array(bounds[0], F32)
+        if bounds[1] is not None:
+            inits["hi"] = np.array(bounds[1], F32)
+        nodes.append(Node("Clip", "act", ins, ["h"]))
+        h = "h"
+    elif act is not None:
+        nodes.append(Node(act, "act", ["z"], ["h"], {"alpha": 0.1} if act == "LeakyRelu" else {}))
+        h = "h"
+    nodes.append(Node("Gemm", "fc2", [h, "w2"], ["y"], {"transB": 1}))
+    m = Model(nodes, [ValueInfo("x", ("N", 4))], [ValueInfo("y", ("N", 3))], inits)
+    eq, rep = cross_layer_equalization(m)
+    assert len(rep) == int(paired)
+    x = (3 * rng.standard_normal((16, 4))).astype(F32)
+    if not paired:
+        assert eq == m
+        return
+    assert rep[0]["activation"] == kind
+    ref = m if kind != "ReLU6→Relu" else relu6_to_relu(m, ["act"])
+    np.testing.assert_allclose(run(eq, x), run(ref, x), rtol=1e-4, atol=1e-4)
+    r1, r2 = out_ranges(eq, eq.node("fc1")), in_ranges(eq, eq.node("fc2"))
+    np.testing.assert_allclose(r1, r2, rtol=1e-5)
+
+
 def test_two_layer_conv_formula_and_no_absorption_without_bn():
     rng = np.random.default_rng(2)
     m = triple(rng, dw_pad=1)
@@ -363,6 +400,18 @@ def test_data_driven_absorption_exact_on_calibration_data():
     # on other data some pre-activation falls below c: no longer exact
     other = (3 * rng.standard_normal((40, 3, 8, 8))).astype(F32)
     assert not np.allclose(run(eq, other), run(m, other), rtol=1e-4, atol=1e-4)
+
+
+def test_data_driven_absorption_with_fixed_batch_input():
+    rng = np.random.default_rng(8)
+    m = triple(rng, dw_pad=0, biases=(3.0, 3.0, 0.1))
+    m = m.with_changes(inputs=[ValueInfo("x", (2, 3, 8, 8))],
+                       outputs=[ValueInfo("y", (2, 5, 6, 6))])
+    calib = rng.random((5, 3, 8, 8)).astype(F32)   # not a multiple of the batch
+    eq, rep = cross_layer_equalization(m, calib=calib)
+    assert set(rep.absorbed) == {"pw1", "dw"}
+    x = np.concatenate([calib, calib[:1]])
+    np.testing.assert_allclose(run(eq, x, batch=2), run(m, x, batch=2), rtol=1e-4, atol=1e-4)
 
 
 def test_padded_second_layer_not_absorbed():

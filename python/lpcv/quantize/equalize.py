@@ -38,9 +38,10 @@ ReLU6
 ``relu6="replace"`` (the default, what AIMET does) every ReLU6 *between two
 paired layers* is replaced by ``Relu`` before equalizing; this changes the
 float function a little (the report's ``replaced_relu6`` lists the nodes; on
-the bundled fmnist-mobilenet reference model it changes the sample accuracy by
-well under one point). ReLU6 nodes that are not between two paired layers are
-kept. With ``relu6="skip"`` pairs joined by a ReLU6 are not equalized, and the
+the bundled fmnist-mobilenet reference model, replacing its 14 inner ReLU6
+changes the accuracy from 93.05 % to 92.95 % on the 2,000-image sample and from
+92.41 % to 92.44 % on the full test split). ReLU6 nodes that are not between
+two paired layers are kept. With ``relu6="skip"`` pairs joined by a ReLU6 are not equalized, and the
 model is unchanged in function.
 
 High-bias absorption
@@ -421,12 +422,16 @@ def _preactivation_minima(model: Model, tensors: Sequence[str], calib: np.ndarra
     batch_dim = model.inputs[0].shape[0] if model.inputs[0].shape else 1
     outs = [ValueInfo(t, (batch_dim,) + tuple(infos[t].shape[1:]), np.float32) for t in tensors]
     probe = model.with_changes(outputs=outs)
-    bs = min(batch_size, calib.shape[0])
+    fixed = isinstance(batch_dim, (int, np.integer))
+    bs = int(batch_dim) if fixed else min(batch_size, calib.shape[0])
     sess = Session(probe, batch_size=bs)
     mins: Dict[str, np.ndarray] = {}
     name = model.input_names[0]
     for start in range(0, calib.shape[0], bs):
-        res = sess.run({name: calib[start:start + bs]})
+        chunk = calib[start:start + bs]
+        if fixed and chunk.shape[0] < bs:   # a fixed batch: repeat images (min unchanged)
+            chunk = chunk[np.arange(bs) % chunk.shape[0]]
+        res = sess.run({name: chunk})
         for t in tensors:
             a = res[t]
             axes = (0,) + tuple(range(2, a.ndim))
@@ -472,7 +477,8 @@ def cross_layer_equalization(model: Model, *, iterations: int = 100, tol: float 
         ``Relu`` (not scale-equivariant otherwise; changes the float model
         slightly); ``"skip"``: pairs joined by a ReLU6 are left alone.
     batch_size : int, default 64
-        Batch size for running ``calib`` through the model.
+        Batch size for running ``calib`` through the model (a model whose
+        input has a fixed batch dimension runs with that one).
 
     Returns
     -------
