@@ -14,11 +14,13 @@ from _node_tests import node_cases
 # tests feed them as graph inputs; here they become initializers, which is
 # how exporters emit them.
 CONST_INPUTS = {"Clip": (1, 2), "Reshape": (1,), "Pad": (1, 2, 3), "Squeeze": (1,),
-                "Unsqueeze": (1,), "Split": (1,), "Dropout": (1, 2)}
+                "Unsqueeze": (1,), "Split": (1,), "Dropout": (1, 2),
+                "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
 
 # Node tests the runtime does not run, and why. Cases whose tensors are not
-# float32 are skipped automatically (the runtime computes in float32; int8
-# execution arrives through QDQ patterns, not integer Add/Mul).
+# float32, uint8 or int8 are skipped automatically (the runtime computes in
+# float32; integers appear only as quantized tensors of QuantizeLinear /
+# DequantizeLinear and the int8 kernels, not as integer Add/Mul).
 SKIPPED = {
     "test_batchnorm_epsilon_training_mode": "training-mode BatchNormalization (inference runtime)",
     "test_batchnorm_example_training_mode": "training-mode BatchNormalization (inference runtime)",
@@ -34,13 +36,23 @@ SKIPPED = {
     "test_maxpool_with_argmax_2d_precomputed_pads": "MaxPool's int64 Indices output",
     "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool's int64 Indices output",
     "test_gemm_default_scalar_bias": "its data feeds shape (1,) for an input declared rank 0",
+    "test_quantizelinear_blocked_asymmetric": "blocked quantization (block_size)",
+    "test_dequantizelinear_blocked": "blocked quantization (block_size)",
 }
 
 CASES = node_cases(SUPPORTED_OPS)
 
 
+_RUNTIME_DTYPES = (np.float32, np.uint8, np.int8)
+
+
 def _float32_only(feeds, expected) -> bool:
     return all(np.asarray(a).dtype == np.float32 for a in list(feeds.values()) + list(expected))
+
+
+def _supported_dtypes(feeds, expected) -> bool:
+    return all(np.asarray(a).dtype in _RUNTIME_DTYPES
+               for a in list(feeds.values()) + list(expected))
 
 
 def _prepare(case):
@@ -74,13 +86,23 @@ def test_onnx_node(name):
     case = CASES[name]
     if name in SKIPPED:
         pytest.skip(SKIPPED[name])
+    ins, outs = case.data_sets[0]
+    quantized = {n.op_type for n in case.model.graph.node} & {"QuantizeLinear",
+                                                               "DequantizeLinear"}
+    if not (_supported_dtypes(dict(enumerate(ins)), outs) if quantized
+            else _float32_only(dict(enumerate(ins)), outs)):
+        pytest.skip("tensors other than float32 (uint8/int8 only as quantized tensors)")
     model, feeds, out_names, expected = _prepare(case)
-    if not _float32_only(feeds, expected):
-        pytest.skip("non-float32 tensors")
     m = lpcv.load(model.SerializeToString())
-    got = lpcv.Session(m).run(feeds)
-    for name_, e in zip(out_names, expected):
-        np.testing.assert_allclose(got[name_], e, rtol=case.rtol, atol=max(case.atol, 1e-6))
+    for mode in ("int8", "simulate"):
+        got = lpcv.Session(m, quantized=mode).run(feeds)
+        for name_, e in zip(out_names, expected):
+            assert got[name_].dtype == np.asarray(e).dtype
+            if got[name_].dtype.kind in "iu":  # quantized tensors: bit for bit
+                np.testing.assert_array_equal(got[name_], e)
+            else:
+                np.testing.assert_allclose(got[name_], e, rtol=case.rtol,
+                                           atol=max(case.atol, 1e-6))
 
 
 def test_skipped_cases_really_fail():

@@ -126,6 +126,55 @@ def _dropout(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
     return out
 
 
+# ------------------------------------------------------------ quantization
+_QUANT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32}
+
+
+def _qparam_check(node: Node, x: TensorInfo, scale: TensorInfo, opset: int) -> None:
+    """Shape rules of QuantizeLinear/DequantizeLinear scales (opset 13+)."""
+    rank = len(x.shape)
+    if _int(node, "block_size", 0):
+        if len(scale.shape) != rank:
+            raise _fail(node, f"blocked quantization needs a rank-{rank} scale, got shape "
+                              f"{scale.shape}")
+        return
+    if scale.size == 1 and len(scale.shape) <= 1:
+        return
+    if len(scale.shape) != 1 or opset < 13:
+        raise _fail(node, f"scale must be a scalar or 1-D (per-axis), got shape {scale.shape}")
+    axis = _axis(node, _int(node, "axis", 1), rank)
+    if scale.shape[0] != x.shape[axis]:
+        raise _fail(node, f"per-axis scale has {scale.shape[0]} entries but axis {axis} of the "
+                          f"input has {x.shape[axis]}")
+
+
+@_op("QuantizeLinear")
+def _quantize_linear(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
+    x, scale = infos[0], infos[1]
+    _qparam_check(node, x, scale, opset)
+    if _present(infos, 2):
+        dtype = infos[2].dtype
+        if infos[2].shape != scale.shape and not (infos[2].size == 1 and scale.size == 1):
+            raise _fail(node, f"zero_point shape {infos[2].shape} differs from the scale's "
+                              f"{scale.shape}")
+    else:
+        code = _int(node, "output_dtype", 0)
+        dtype = _QUANT_TYPES.get(code, np.uint8) if code else np.uint8
+        if code and code not in _QUANT_TYPES:
+            raise UnsupportedOpError(f"QuantizeLinear(output_dtype={code})", node.name,
+                                     ["uint8", "int8", "uint16", "int16", "int32"])
+    return [_info(x.shape, dtype)]
+
+
+@_op("DequantizeLinear")
+def _dequantize_linear(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
+    x, scale = infos[0], infos[1]
+    _qparam_check(node, x, scale, opset)
+    if _present(infos, 2) and infos[2].dtype != x.dtype:
+        raise _fail(node, f"zero_point dtype {infos[2].dtype} differs from the input's {x.dtype}")
+    return [_info(x.shape, scale.dtype)]
+
+
 @_op("Cast")
 def _cast(node: Node, infos: Infos, opset: int) -> List[TensorInfo]:
     from onnx import helper
@@ -629,6 +678,7 @@ REQUIRED_INPUTS = {
     "Conv": 2, "Gemm": 2, "MatMul": 2, "BatchNormalization": 5, "Add": 2, "Sub": 2, "Mul": 2,
     "Div": 2, "Pow": 2, "Max": 1, "Min": 1, "Reshape": 2, "Gather": 2, "Expand": 2, "Slice": 1,
     "ConstantOfShape": 1, "Constant": 0, "Concat": 1, "Split": 1, "Pad": 1,
+    "QuantizeLinear": 2, "DequantizeLinear": 2,
 }
 
 

@@ -34,9 +34,10 @@ import numpy as np
 from . import _core
 from ._report import Table
 from ._shapes import conv_pads, infer_shapes
-from .exceptions import (ShapeError, UnsupportedError, UnsupportedOpError, ValidationError)
+from .exceptions import (ModelError, ShapeError, UnsupportedError, UnsupportedOpError,
+                         ValidationError)
 from .graph import Model, Node, TensorInfo
-from .transforms import fold_batchnorm, fold_constants, remove_identities
+from .transforms import fold_batchnorm, fold_constants, prune_unused, remove_identities
 
 __all__ = ["Session", "Timing", "SUPPORTED_OPS"]
 
@@ -46,13 +47,122 @@ _RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM = range(
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 _VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+#: Values of ``Session(quantized=...)``.
+QUANTIZED_MODES = ("int8", "simulate")
+# Integer element types of quantized tensors the runtime holds.
+_QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 #: ONNX ops the runtime executes (after constant folding of shape arithmetic).
 SUPPORTED_OPS = tuple(sorted(
     ("Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
      "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax", "Flatten", "Reshape",
      "Transpose", "Concat", "Split", "Pad", "Identity", "Dropout", "Squeeze", "Unsqueeze",
-     "Constant") + _ACTIVATIONS + tuple(_BINARY)))
+     "Constant") + _ACTIVATIONS + tuple(_BINARY) + _QDQ))
+
+
+@dataclass(frozen=True)
+class _QParams:
+    """Validated parameters of one QuantizeLinear/DequantizeLinear node."""
+
+    scale: np.ndarray          # float32, 1-D (one entry when per-tensor)
+    zero_point: np.ndarray     # int64, same length
+    axis: Optional[int]        # None: per-tensor
+    qtype: np.dtype            # the integer type
+
+    @property
+    def per_tensor(self) -> bool:
+        return self.axis is None
+
+    def same(self, other: "_QParams") -> bool:
+        return (self.axis == other.axis and self.qtype == other.qtype
+                and np.array_equal(self.scale, other.scale)
+                and np.array_equal(self.zero_point, other.zero_point))
+
+    def attrs(self) -> Dict[str, Any]:
+        return {"scales": [float(v) for v in self.scale],
+                "zero_points": [int(v) for v in self.zero_point],
+                "axis": -1 if self.axis is None else int(self.axis)}
+
+
+def _qparams(node: Node, inits: Mapping[str, np.ndarray], infos: Mapping[str, TensorInfo],
+             opset: int) -> _QParams:
+    """Check a QuantizeLinear/DequantizeLinear node the runtime can execute."""
+    where = f"node {node.name!r} ({node.op})"
+    quantize = node.op == "QuantizeLinear"
+    x = infos[node.inputs[0]]
+    if node.attrs.get("block_size", 0):
+        raise UnsupportedError(f"{where}: blocked quantization (block_size) is not supported "
+                               "by the runtime")
+    if not node.inputs[1] in inits:
+        raise UnsupportedError(f"{where}: the scale {node.inputs[1]!r} must be a constant "
+                               "(an initializer); scales computed at run time are not supported")
+    scale = np.asarray(inits[node.inputs[1]])
+    if scale.dtype != np.float32:
+        raise UnsupportedError(f"{where}: the scale must be float32, got {scale.dtype}")
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise ModelError(f"{where}: the scale must be finite and > 0, got "
+                         f"{scale.ravel()[:8].tolist()}")
+    zp_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    if zp_name:
+        if zp_name not in inits:
+            raise UnsupportedError(f"{where}: the zero point {zp_name!r} must be a constant "
+                                   "(an initializer)")
+        zp = np.asarray(inits[zp_name])
+        qtype = zp.dtype
+    else:
+        zp = None
+        if quantize:
+            code = int(node.attrs.get("output_dtype", 0) or 0)
+            qtype = np.dtype(np.int8) if code == 3 else np.dtype(np.uint8)
+            if code not in (0, 2, 3):
+                raise UnsupportedError(f"{where}: output_dtype {code} is not supported (uint8 "
+                                       "and int8 are)")
+        else:
+            qtype = x.dtype
+    if quantize:
+        if x.dtype != np.float32:
+            raise UnsupportedError(f"{where}: the input must be float32, got {x.dtype}")
+        if qtype not in _QTYPES:
+            raise UnsupportedError(f"{where}: quantization to {qtype} is not supported "
+                                   "(uint8 and int8 are)")
+    else:
+        if x.dtype not in _QTYPES + (np.dtype(np.int32),):
+            raise UnsupportedError(f"{where}: dequantization of {x.dtype} is not supported "
+                                   "(uint8, int8 and int32 are)")
+        if qtype != x.dtype:
+            raise ModelError(f"{where}: the zero point has dtype {qtype} but the input is "
+                             f"{x.dtype}; they must match")
+    if zp is not None and zp.size != scale.size:
+        raise ModelError(f"{where}: the zero point has {zp.size} entries, the scale {scale.size}")
+    zps = (zp.astype(np.int64).ravel() if zp is not None
+           else np.zeros(scale.size, np.int64))
+    if qtype == np.int32 and zps.any():
+        raise ModelError(f"{where}: int32 dequantization needs a zero point of 0")
+    axis = None
+    if scale.size > 1:
+        rank = len(x.shape)
+        a = int(node.attrs.get("axis", 1))
+        if scale.ndim != 1 or opset < 13:
+            raise ShapeError(f"{where}: the scale must be a scalar or 1-D, got shape "
+                             f"{scale.shape}")
+        if not -rank <= a < rank:
+            raise ShapeError(f"{where}: axis {a} is out of range for a rank-{rank} input")
+        axis = a % rank
+        if scale.shape[0] != x.shape[axis]:
+            raise ShapeError(f"{where}: per-axis scale of shape {scale.shape} does not match "
+                             f"axis {axis} of the input {x.shape}")
+    return _QParams(scale.astype(np.float32).ravel(), zps, axis, np.dtype(qtype))
+
+
+def _dequantize_array(q: np.ndarray, p: _QParams) -> np.ndarray:
+    """ONNX DequantizeLinear in float32: (q - zero_point) * scale."""
+    shape = [1] * q.ndim
+    if p.axis is not None:
+        shape[p.axis] = -1
+    z = p.zero_point.reshape(shape) if q.ndim else p.zero_point.reshape(())
+    s = p.scale.reshape(shape) if q.ndim else p.scale.reshape(())
+    return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -83,15 +193,23 @@ class Timing:
 class _Lowered:
     """A model lowered for one batch size: op tuples for ``_core.Plan``."""
 
-    def __init__(self, model: Model, batch_size: int, numeric: bool = True):
+    def __init__(self, model: Model, batch_size: int, numeric: bool = True,
+                 quantized: str = "int8"):
         # numeric=False: the structure only (BN folding without weight math),
         # for cost estimates.
+        # quantized="int8": QDQ patterns become integer ops (QConv, QMatMul,
+        # QAdd, int8 pooling); "simulate": every Q/DQ is a float kernel.
+        self.quantized = quantized
         m = fold_constants(model, batch_size)
         for n in m.nodes:  # after folding, so shape arithmetic is gone
             if n.domain not in ("", "ai.onnx") or n.op not in SUPPORTED_OPS:
                 raise UnsupportedOpError(n.op, n.name, SUPPORTED_OPS)
-        infer_shapes(m, batch_size=batch_size)  # validate before rewriting
-        m = fold_batchnorm(remove_identities(m), numeric=numeric)
+        infos = infer_shapes(m, batch_size=batch_size)  # validate before rewriting
+        m = self._prepare_qdq(m, infos, numeric)
+        m = remove_identities(m)
+        if quantized == "int8" and self.qparams:
+            m = self._int8_rewrites(m, batch_size)
+        m = fold_batchnorm(m, numeric=numeric)
         self.model = m
         self.infos = dict(infer_shapes(m, batch_size=batch_size))  # lowering adds tensors
         self.ids: Dict[str, int] = {}
@@ -100,6 +218,34 @@ class _Lowered:
         self.constants: Dict[int, np.ndarray] = {}
         self.sources: Dict[str, List[str]] = {}  # lowered op -> original node names
         self._lower()
+
+    # ------------------------------------------------------------ quantization
+    def _prepare_qdq(self, m: Model, infos: Mapping[str, TensorInfo], numeric: bool) -> Model:
+        """Validate Q/DQ nodes; fold DequantizeLinear of initializers to floats."""
+        self.qparams: Dict[str, _QParams] = {}       # Q/DQ node name -> parameters
+        # Folded float weight name -> (integer array, parameters), for int8 kernels.
+        self.qweights: Dict[str, Tuple[np.ndarray, _QParams]] = {}
+        if not any(n.op in _QDQ for n in m.nodes):
+            return m
+        inits = dict(m.initializers)
+        outputs = set(m.output_names)
+        nodes = []
+        for n in m.nodes:
+            if n.op in _QDQ:
+                p = _qparams(n, inits, infos, m.opset)
+                if (n.op == "DequantizeLinear" and n.inputs[0] in inits
+                        and n.outputs[0] not in outputs):
+                    q = np.asarray(inits[n.inputs[0]])
+                    inits[n.outputs[0]] = (_dequantize_array(q, p) if numeric
+                                           else np.zeros(q.shape, np.float32))
+                    self.qweights[n.outputs[0]] = (q, p)
+                    continue
+                self.qparams[n.name] = p
+            nodes.append(n)
+        return prune_unused(m.with_changes(nodes=nodes, initializers=inits))
+
+    def _int8_rewrites(self, m: Model, batch_size: int) -> Model:
+        return m
 
     # ---------------------------------------------------------------- tensors
     def _fresh(self, base: str) -> str:
@@ -344,6 +490,9 @@ class _Lowered:
             attrs["perm"] = [int(p) for p in n.attrs.get("perm", list(range(len(x.shape)))[::-1])]
         elif op in _VIEWS:
             op = "View"
+        elif op in _QDQ:
+            attrs.update(self.qparams[n.name].attrs())
+            op = "Quantize" if op == "QuantizeLinear" else "Dequantize"
         elif op in ("Identity", "Dropout"):
             if len([o for o in n.outputs if o]) > 1:
                 raise UnsupportedError(f"node {n.name!r} (Dropout): the mask output is not "
@@ -359,8 +508,11 @@ class _Lowered:
                          value=float(np.asarray(value).ravel()[0]) if value is not None and np.asarray(value).size else 0.0)
         else:  # pragma: no cover - SUPPORTED_OPS and this chain agree
             raise UnsupportedOpError(op, n.name, SUPPORTED_OPS)
+        int_ok = op in ("Quantize", "Dequantize", "View", "Copy") or (
+            op == "Pool" and attrs.get("mode") == "max")
         for t in ins + outs:
-            if t and self.infos[t].dtype != np.float32 and t not in self.model.initializers:
+            if (t and self.infos[t].dtype != np.float32 and t not in self.model.initializers
+                    and not (int_ok and self.infos[t].dtype in _QTYPES + (np.dtype(np.int32),))):
                 raise UnsupportedError(
                     f"node {n.name!r} ({n.op}): tensor {t!r} has dtype {self.infos[t].dtype}; the "
                     "runtime computes in float32")
@@ -380,6 +532,17 @@ class Session:
         compile (and cache) another plan on first use.
     threads : int, optional
         OpenMP threads for execution (default: oneDNN's default, all cores).
+    quantized : {"int8", "simulate"}, default "int8"
+        How quantized (QDQ) models run. ``"int8"``: where a
+        ``DequantizeLinear → Conv/Gemm/MatMul → activation → QuantizeLinear``
+        pattern (or a quantized residual ``Add``, or max pooling of quantized
+        data) is found, it runs as one integer oneDNN kernel (u8/s8 data, s8
+        weights, int32 accumulation) and int8 tensors stay int8 between such
+        layers; everything else is simulated. ``"simulate"``: every
+        ``QuantizeLinear``/``DequantizeLinear`` runs as written (float
+        computation with integer tensors in between), bit-exact with ONNX's
+        definition (round half to even, saturation). Models without Q/DQ nodes
+        run the same either way.
 
     Raises
     ------
@@ -396,13 +559,17 @@ class Session:
     (2, 10)
     """
 
-    def __init__(self, model: Model, batch_size: int = 1, threads: Optional[int] = None):
+    def __init__(self, model: Model, batch_size: int = 1, threads: Optional[int] = None,
+                 quantized: str = "int8"):
         if not isinstance(model, Model):
             raise ValidationError(f"model must be an lpcv.Model, got {type(model).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValidationError(f"batch_size must be a positive int, got {batch_size!r}")
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise ValidationError(f"threads must be None or a positive int, got {threads!r}")
+        if not isinstance(quantized, str) or quantized not in QUANTIZED_MODES:
+            raise ValidationError(f"quantized must be one of {QUANTIZED_MODES}, got {quantized!r}")
+        self.quantized = quantized
         self.model = model
         self.batch_size = int(batch_size)
         self.threads = int(threads) if threads is not None else None
@@ -413,7 +580,7 @@ class Session:
     # ------------------------------------------------------------------ plans
     def _plan(self, batch: int) -> Tuple[_Lowered, Any]:
         if batch not in self._plans:
-            low = _Lowered(self.model, batch)
+            low = _Lowered(self.model, batch, quantized=self.quantized)
             plan = _core.Plan(low.tensors, low.ops, [low.tid(v.name) for v in low.model.inputs],
                               [low.tid(v) for v in low.plan_outputs], low.constants)
             self._plans[batch] = (low, plan)
@@ -448,10 +615,16 @@ class Session:
             a = feeds[vi.name]
             if not isinstance(a, np.ndarray):
                 a = np.asarray(a)
-            if a.dtype.kind != "f":
+            if vi.dtype.kind != "f":  # quantized inputs: the exact integer type
+                if a.dtype != vi.dtype:
+                    raise TypeError(f"input {vi.name!r}: expected a {vi.dtype} array, got dtype "
+                                    f"{a.dtype}")
+                a = np.ascontiguousarray(a)
+            elif a.dtype.kind != "f":
                 raise TypeError(f"input {vi.name!r}: expected a floating-point array "
                                 f"(float32), got dtype {a.dtype}")
-            a = np.ascontiguousarray(a, dtype=np.float32)
+            else:
+                a = np.ascontiguousarray(a, dtype=np.float32)
             if a.ndim != len(vi.shape):
                 raise ShapeError(f"input {vi.name!r}: expected rank {len(vi.shape)} "
                                  f"{tuple(vi.shape)}, got shape {a.shape}")
@@ -473,7 +646,8 @@ class Session:
 
     def _outputs(self, low: _Lowered) -> Tuple[Dict[str, np.ndarray], List[np.ndarray]]:
         """All output arrays by name, and those the plan writes, in plan order."""
-        arrays = {v.name: np.empty(low.infos[v.name].shape, np.float32) for v in low.model.outputs}
+        arrays = {v.name: np.empty(low.infos[v.name].shape, low.infos[v.name].dtype)
+                  for v in low.model.outputs}
         return arrays, [arrays[n] for n in low.plan_outputs]
 
     # ------------------------------------------------------------------- API
@@ -498,7 +672,7 @@ class Session:
         batch, arrays = self._feeds(feeds)
         if check_finite:
             for vi, a in zip(self.model.inputs, arrays):
-                if not np.isfinite(a).all():
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
                     raise ValidationError(f"input {vi.name!r} contains NaN or Inf; pass "
                                           "check_finite=False to run it anyway")
         low, plan = self._plan(batch)
@@ -512,8 +686,16 @@ class Session:
             return feeds
         rng = np.random.default_rng(0)
         low, _ = self._plan(self.batch_size)
-        return {v.name: rng.standard_normal(low.infos[v.name].shape).astype(np.float32)
-                for v in self.model.inputs}
+        feeds = {}
+        for v in self.model.inputs:
+            info = low.infos[v.name]
+            if info.dtype.kind == "f":
+                feeds[v.name] = rng.standard_normal(info.shape).astype(np.float32)
+            else:
+                lim = np.iinfo(info.dtype)
+                feeds[v.name] = rng.integers(max(lim.min, -128), min(lim.max, 255) + 1,
+                                             info.shape).astype(info.dtype)
+        return feeds
 
     def benchmark(self, runs: int = 50, warmup: int = 5,
                   feeds: Optional[Mapping[str, Any]] = None) -> Timing:

@@ -23,6 +23,7 @@
 #include <optional>
 
 #include "lpcv/common/errors.hpp"
+#include "lpcv/quantize/uniform.hpp"
 #include "lpcv/runtime/kernels.hpp"
 
 namespace lpcv::runtime {
@@ -427,6 +428,8 @@ struct Plan::Impl {
     if (k == "View") return view(op);
     if (k == "Copy") return copy(op);
     if (k == "Pad") return pad_op(op, a);
+    if (k == "Quantize") return quantize_op(op, a);
+    if (k == "Dequantize") return dequantize_op(op, a);
     throw Unsupported(cat("runtime: op ", k, " (node ", op.name, ") is not a lowered op"));
   }
 
@@ -744,7 +747,8 @@ struct Plan::Impl {
     try {
       pd = dnnl::pooling_forward::primitive_desc(
           cpu_engine(), dnnl::prop_kind::forward_inference, alg, slots[xs].md,
-          memory::desc(yd, dt::f32, tag::any), Dims(strides.begin(), strides.end()),
+          memory::desc(yd, to_dnnl(tensors[y].dtype), tag::any),
+          Dims(strides.begin(), strides.end()),
           Dims(kernel.begin(), kernel.end()), dd, pl, pr);
     } catch (const dnnl::error& e) {
       throw BackendError(cat("pool ", op.name, ": oneDNN: ", e.what()));
@@ -866,7 +870,7 @@ struct Plan::Impl {
   void view(const OpDecl& op) {
     const int x = in(op, 0), y = out(op);
     const int xs = plain(x, op.name);
-    const memory::desc md = plain_desc(dims_of(y), dt::f32);
+    const memory::desc md = plain_desc(dims_of(y), to_dnnl(tensors[y].dtype));
     if (slots[xs].buffer < 0) {  // a view of a constant is a constant view
       ts[y].slots.push_back(view_slot(xs, md));
       return;
@@ -895,6 +899,103 @@ struct Plan::Impl {
       throw InvalidArgument(cat("Pad ", op.name, ": expected ", 2 * xd.size(), " pads"));
     push_kernel(op, "pad", {xs, ys}, [=](const std::vector<void*>& p) {
       pad(static_cast<const float*>(p[0]), xd, static_cast<float*>(p[1]), pads, mode, value);
+    });
+  }
+
+  // ------------------------------------------------------- quantization
+  // Per-tensor (axis -1) or per-axis parameters of a Quantize/Dequantize op.
+  struct QAttrs {
+    std::vector<float> scale;
+    std::vector<std::int32_t> zp;
+    int axis = -1;
+  };
+  QAttrs qattrs(const OpDecl& op, const Attrs& a, int t) const {
+    QAttrs q;
+    for (double v : a.fs("scales")) q.scale.push_back(float(v));
+    for (auto v : a.is("zero_points")) q.zp.push_back(std::int32_t(v));
+    q.axis = int(a.i("axis", -1));
+    if (q.scale.empty() || q.scale.size() != q.zp.size())
+      throw InvalidArgument(cat(op.op, " ", op.name, ": scales and zero_points must be non-empty "
+                                "and of equal length"));
+    const auto& shape = tensors[t].shape;
+    if (q.axis >= 0) {
+      if (q.axis >= int(shape.size()) || shape[q.axis] != std::int64_t(q.scale.size()))
+        throw ShapeError(cat(op.op, " ", op.name, ": ", q.scale.size(),
+                             " scales do not match axis ", q.axis));
+    } else if (q.scale.size() != 1) {
+      throw InvalidArgument(cat(op.op, " ", op.name, ": per-tensor needs one scale"));
+    }
+    for (float s : q.scale)
+      if (!(s > 0.f) || !std::isfinite(s))
+        throw InvalidArgument(cat(op.op, " ", op.name, ": scale must be finite and > 0"));
+    return q;
+  }
+  static quantize::Layout qlayout(const std::vector<std::int64_t>& shape, int axis) {
+    return quantize::make_layout(shape, axis < 0 ? quantize::Granularity::per_tensor
+                                                 : quantize::Granularity::per_channel,
+                                 axis < 0 ? 0 : axis, 1);
+  }
+
+  // y = saturate(round_half_even(x / scale) + zero_point), ONNX QuantizeLinear.
+  void quantize_op(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    if (tensors[x].dtype != DType::f32)
+      throw Unsupported(cat("Quantize ", op.name, ": input must be float32"));
+    const DType yt = tensors[y].dtype;
+    if (yt != DType::u8 && yt != DType::s8)
+      throw Unsupported(cat("Quantize ", op.name, ": output must be uint8 or int8"));
+    const QAttrs q = qattrs(op, a, x);
+    const quantize::Layout L = qlayout(tensors[x].shape, q.axis);
+    quantize::Scheme sch;
+    sch.bits = 8;
+    sch.is_signed = yt == DType::s8;
+    sch.symmetric = false;
+    const quantize::IntRange r = quantize::int_range(sch);
+    for (auto z : q.zp)
+      if (z < r.qmin || z > r.qmax)
+        throw InvalidArgument(cat("Quantize ", op.name, ": zero point ", z, " out of range"));
+    const int xs = plain(x, op.name);
+    const int ys = new_output(y, plain_desc(dims_of(y), to_dnnl(yt)));
+    push_kernel(op, yt == DType::u8 ? "quantize_u8" : "quantize_s8", {xs, ys},
+                [=](const std::vector<void*>& p) {
+                  const float* xp = static_cast<const float*>(p[0]);
+                  if (sch.is_signed)
+                    quantize::quantize(xp, static_cast<std::int8_t*>(p[1]), L, q.scale.data(),
+                                       q.zp.data(), sch);
+                  else
+                    quantize::quantize(xp, static_cast<std::uint8_t*>(p[1]), L, q.scale.data(),
+                                       q.zp.data(), sch);
+                });
+  }
+
+  // y = (x - zero_point) * scale, ONNX DequantizeLinear.
+  void dequantize_op(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), y = out(op);
+    const DType xt = tensors[x].dtype;
+    if (xt != DType::u8 && xt != DType::s8 && xt != DType::s32)
+      throw Unsupported(cat("Dequantize ", op.name, ": input must be uint8, int8 or int32"));
+    const QAttrs q = qattrs(op, a, x);
+    const quantize::Layout L = qlayout(tensors[x].shape, q.axis);
+    const int xs = plain(x, op.name);
+    const int ys = new_output(y, plain_desc(dims_of(y), dt::f32));
+    const char* kind = xt == DType::u8 ? "dequantize_u8" : xt == DType::s8 ? "dequantize_s8"
+                                                                           : "dequantize_s32";
+    push_kernel(op, kind, {xs, ys}, [=](const std::vector<void*>& p) {
+      float* yp = static_cast<float*>(p[1]);
+      if (xt == DType::u8) {
+        quantize::dequantize(static_cast<const std::uint8_t*>(p[0]), yp, L, q.scale.data(),
+                             q.zp.data());
+      } else if (xt == DType::s8) {
+        quantize::dequantize(static_cast<const std::int8_t*>(p[0]), yp, L, q.scale.data(),
+                             q.zp.data());
+      } else {  // int32 (zero point 0): float(x) * scale
+        const std::int32_t* xp = static_cast<const std::int32_t*>(p[0]);
+        const std::int64_t C = L.channels, inner = L.inner, n = L.size();
+        for (std::int64_t i = 0; i < n; ++i) {
+          const std::int64_t c = q.axis < 0 ? 0 : (i / inner) % C;
+          yp[i] = float(std::int64_t(xp[i]) - q.zp[c]) * q.scale[c];
+        }
+      }
     });
   }
 
@@ -940,11 +1041,10 @@ struct Plan::Impl {
       const int t = inputs[i];
       check_id(t, "input");
       if (t < 0) throw InvalidArgument("graph input id -1");
-      if (tensors[t].dtype != DType::f32)
-        throw Unsupported(cat("input ", tensors[t].name, ": only float32 inputs are supported"));
+      const memory::desc imd = plain_desc(dims_of(t), to_dnnl(tensors[t].dtype));
       ts[t].is_input = true;
-      buffers.push_back(Buffer{plain_desc(dims_of(t), dt::f32).get_size(), 1, int(i), -1});
-      new_slot(plain_desc(dims_of(t), dt::f32), int(buffers.size()) - 1);
+      buffers.push_back(Buffer{imd.get_size(), 1, int(i), -1});
+      new_slot(imd, int(buffers.size()) - 1);
       ts[t].slots.push_back(int(slots.size()) - 1);
     }
     for (int t : outputs) {
@@ -953,8 +1053,11 @@ struct Plan::Impl {
       ts[t].is_output = true;
     }
     for (const auto& op : graph.ops) {
+      const bool int_out = op.op == "Quantize" || op.op == "QConv" || op.op == "QMatMul" ||
+                           op.op == "QAdd" || op.op == "Pool" || op.op == "View" ||
+                           op.op == "Copy";
       for (int t : op.outputs)
-        if (t >= 0 && tensors[t].dtype != DType::f32)
+        if (t >= 0 && tensors[t].dtype != DType::f32 && !int_out)
           throw Unsupported(cat("op ", op.name, " (", op.op, "): output ", tensors[t].name,
                                 " is not float32; the runtime computes in float32"));
       try {
@@ -978,8 +1081,9 @@ struct Plan::Impl {
     for (std::size_t i = 0; i < outputs.size(); ++i) {
       const int t = outputs[i];
       const int src = primary(t);
-      buffers.push_back(Buffer{plain_desc(dims_of(t), dt::f32).get_size(), 1, -1, int(i)});
-      const int dst = new_slot(plain_desc(dims_of(t), dt::f32), int(buffers.size()) - 1);
+      const memory::desc omd = plain_desc(dims_of(t), to_dnnl(tensors[t].dtype));
+      buffers.push_back(Buffer{omd.get_size(), 1, -1, int(i)});
+      const int dst = new_slot(omd, int(buffers.size()) - 1);
       add_reorder(src, dst, "");
     }
     finalize();
