@@ -112,6 +112,24 @@ Group gptq_group(const float* W0, const float* H0, std::int64_t g, std::int64_t 
   return res;
 }
 
+// Throws unless H (K x K) is symmetric up to float rounding; tiled so both
+// triangles are read cache-friendly.
+void check_symmetric(const float* H, std::int64_t K, std::int64_t g) {
+  float maxdiag = 0.0f;
+  for (std::int64_t i = 0; i < K; ++i) maxdiag = std::max(maxdiag, std::abs(H[i * K + i]));
+  const float atol = 1e-6f * maxdiag;
+  constexpr std::int64_t T = 64;
+  for (std::int64_t i0 = 0; i0 < K; i0 += T)
+    for (std::int64_t j0 = 0; j0 <= i0; j0 += T)
+      for (std::int64_t i = i0; i < std::min(K, i0 + T); ++i)
+        for (std::int64_t j = j0; j < std::min(i, j0 + T); ++j) {
+          const float a = H[i * K + j], b = H[j * K + i];
+          if (!(std::abs(a - b) <= atol + 1e-4f * (std::abs(a) + std::abs(b))))
+            throw InvalidArgument(cat("hessian must be symmetric: H[", g, ", ", i, ", ", j,
+                                      "] = ", a, " but H[", g, ", ", j, ", ", i, "] = ", b));
+        }
+}
+
 bool finite(const float* x, std::int64_t n) {
   float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
@@ -139,6 +157,7 @@ GptqResult gptq(const float* W, const float* H, std::int64_t G, std::int64_t M, 
   check_params(scale, zp, G * M, s);
   if (!finite(W, G * M * K)) throw InvalidArgument("w contains NaN or Inf values");
   if (!finite(H, G * K * K)) throw InvalidArgument("hessian contains NaN or Inf values");
+  parallel_for(G, [&](std::int64_t g) { check_symmetric(H + g * K * K, K, g); });
   for (std::int64_t g = 0; g < G; ++g)
     for (std::int64_t i = 0; i < K; ++i)
       if (H[(g * K + i) * K + i] < 0.0f)
