@@ -437,6 +437,9 @@ void bind_quantize(py::module_& m) {
 }  // namespace lpcv::bindings
 
 // ---- layer-wise rounding: GPTQ and AdaRound (arrays (G, M, K)) ----
+#include <memory>
+
+#include "lpcv/quantize/adaround.hpp"
 #include "lpcv/quantize/gptq.hpp"
 
 namespace lpcv::bindings {
@@ -459,6 +462,23 @@ py::tuple gptq_as(const carray<float>& w, const carray<float>& h, const carray<f
     r = q::gptq<T>(wp, hp, G, M, K, sp, zpp, p, op);
   }
   return py::make_tuple(out, r.loss, r.dead_columns);
+}
+
+// Keeps the arrays the core's views point into alive with the solver.
+struct PyAdaRound {
+  carray<float> w, x, xq, scale, bias;
+  carray<std::int32_t> zp;
+  std::unique_ptr<q::AdaRound> solver;
+  std::int64_t G = 0, M = 0, K = 0;
+};
+
+template <typename T>
+py::array ints_as(const std::vector<std::int32_t>& v, std::int64_t G, std::int64_t M,
+                  std::int64_t K) {
+  carray<T> out({G, M, K});
+  T* op = out.mutable_data();
+  for (std::size_t i = 0; i < v.size(); ++i) op[i] = static_cast<T>(v[i]);
+  return std::move(out);
 }
 
 }  // namespace
@@ -490,6 +510,137 @@ void bind_quantize_layerwise(py::module_& m) {
         py::arg("w").noconvert(), py::arg("hessian").noconvert(), py::arg("scale").noconvert(),
         py::arg("zero_point").noconvert(), py::arg("scheme"), py::arg("block_size"),
         py::arg("damp"), py::arg("act_order"));
+
+  py::class_<PyAdaRound>(m, "AdaRoundSolver")
+      .def(py::init([](const carray<float>& w, const carray<float>& x, py::object xq,
+                       const carray<float>& scale, const carray<std::int32_t>& zp,
+                       py::object bias, const q::Scheme& scheme, std::int64_t iters,
+                       std::int64_t batch_size, double lr, double reg_weight, double beta_start,
+                       double beta_end, double warm_start, const std::string& activation,
+                       std::uint64_t seed) {
+             auto p = std::make_unique<PyAdaRound>();
+             if (w.ndim() != 3) throw ShapeError("adaround: w must be 3-d (G, M, K)");
+             p->G = w.shape(0);
+             p->M = w.shape(1);
+             p->K = w.shape(2);
+             const std::int64_t G = p->G, M = p->M, K = p->K;
+             if (x.ndim() != 3 || x.shape(0) != G || x.shape(2) != K)
+               throw ShapeError(cat("adaround: x must have shape (", G, ", N, ", K, ")"));
+             const std::int64_t N = x.shape(1);
+             p->w = w;
+             p->x = x;
+             if (!xq.is_none()) {
+               p->xq = xq.cast<carray<float>>();
+               if (p->xq.ndim() != 3 || p->xq.shape(0) != G || p->xq.shape(1) != N ||
+                   p->xq.shape(2) != K)
+                 throw ShapeError("adaround: x_quantized must have the shape of x");
+             }
+             if (scale.size() != G * M || zp.size() != G * M)
+               throw ShapeError(cat("adaround: expected ", G * M, " scales and zero points"));
+             p->scale = scale;
+             p->zp = zp;
+             if (!bias.is_none()) {
+               p->bias = bias.cast<carray<float>>();
+               if (p->bias.size() != G * M)
+                 throw ShapeError(cat("adaround: bias must have ", G * M, " values"));
+             }
+             q::AdaRoundParams ap;
+             ap.scheme = scheme;
+             ap.iters = iters;
+             ap.batch_size = batch_size;
+             ap.lr = lr;
+             ap.reg_weight = reg_weight;
+             ap.beta_start = beta_start;
+             ap.beta_end = beta_end;
+             ap.warm_start = warm_start;
+             if (activation == "none") ap.activation = q::Activation::none;
+             else if (activation == "relu") ap.activation = q::Activation::relu;
+             else if (activation == "relu6") ap.activation = q::Activation::relu6;
+             else throw InvalidArgument(cat("activation must be None, 'relu' or 'relu6', got ",
+                                            activation));
+             ap.seed = seed;
+             q::AdaRoundData d;
+             d.W = p->w.data();
+             d.X = p->x.data();
+             d.Xq = xq.is_none() ? d.X : p->xq.data();
+             d.scale = p->scale.data();
+             d.zero_point = p->zp.data();
+             d.bias = bias.is_none() ? nullptr : p->bias.data();
+             d.G = G;
+             d.M = M;
+             d.K = K;
+             d.N = N;
+             {
+               py::gil_scoped_release release;
+               p->solver = std::make_unique<q::AdaRound>(d, ap);
+             }
+             return p;
+           }),
+           py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("x_quantized"),
+           py::arg("scale").noconvert(), py::arg("zero_point").noconvert(), py::arg("bias"),
+           py::arg("scheme"), py::arg("iters"), py::arg("batch_size"), py::arg("lr"),
+           py::arg("reg_weight"), py::arg("beta_start"), py::arg("beta_end"),
+           py::arg("warm_start"), py::arg("activation"), py::arg("seed"))
+      .def("run",
+           [](PyAdaRound& self, std::int64_t n) {
+             py::gil_scoped_release release;
+             self.solver->run(n);
+           },
+           py::arg("n"))
+      .def_property_readonly("iteration", [](const PyAdaRound& self) {
+        return self.solver->iteration();
+      })
+      .def_property_readonly("last_loss", [](const PyAdaRound& self) {
+        return self.solver->last_loss();
+      })
+      .def_property_readonly("V", [](const PyAdaRound& self) {
+        carray<float> out({self.G, self.M, self.K});
+        const auto& v = self.solver->V();
+        std::copy(v.begin(), v.end(), out.mutable_data());
+        return out;
+      })
+      .def("loss_and_grad",
+           [](const PyAdaRound& self, std::int64_t g, const carray<float>& V,
+              const carray<std::int64_t>& rows, double beta, bool use_reg) {
+             if (V.size() != self.M * self.K) throw ShapeError("V must have M * K values");
+             carray<float> grad({self.M, self.K});
+             const float* vp = V.data();
+             const std::int64_t* rp = rows.data();
+             const std::int64_t nr = rows.size();
+             float* gp = grad.mutable_data();
+             double l;
+             {
+               py::gil_scoped_release release;
+               l = self.solver->loss_and_grad(g, vp, rp, nr, beta, use_reg, gp);
+             }
+             return py::make_tuple(l, grad);
+           },
+           py::arg("g"), py::arg("V").noconvert(), py::arg("rows").noconvert(), py::arg("beta"),
+           py::arg("use_reg"))
+      .def("integers",
+           [](const PyAdaRound& self, bool nearest, const q::Scheme& s) -> py::array {
+             std::vector<std::int32_t> v(static_cast<std::size_t>(self.G * self.M * self.K));
+             {
+               py::gil_scoped_release release;
+               if (nearest) self.solver->nearest(v.data());
+               else self.solver->rounded(v.data());
+             }
+             if (s.bits <= 8)
+               return s.is_signed ? ints_as<std::int8_t>(v, self.G, self.M, self.K)
+                                  : ints_as<std::uint8_t>(v, self.G, self.M, self.K);
+             return s.is_signed ? ints_as<std::int16_t>(v, self.G, self.M, self.K)
+                                : ints_as<std::uint16_t>(v, self.G, self.M, self.K);
+           },
+           py::arg("nearest"), py::arg("scheme"))
+      .def("output_error",
+           [](const PyAdaRound& self, const carray<std::int32_t>& q) {
+             if (q.size() != self.G * self.M * self.K)
+               throw ShapeError("output_error: q must have G * M * K values");
+             const std::int32_t* qp = q.data();
+             py::gil_scoped_release release;
+             return self.solver->output_error(qp);
+           },
+           py::arg("q").noconvert());
 }
 
 }  // namespace lpcv::bindings
