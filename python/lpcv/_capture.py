@@ -141,7 +141,7 @@ class CalibrationData:
 
 
 def with_outputs(model: Model, tensors: Sequence[str]) -> Model:
-    """``model`` whose outputs are exactly ``tensors`` (float32, any batch)."""
+    """``model`` whose outputs are exactly ``tensors``, without the nodes they do not need."""
     infos = model.infer_shapes(batch_size=1)
     outs = []
     for t in tensors:
@@ -149,7 +149,8 @@ def with_outputs(model: Model, tensors: Sequence[str]) -> Model:
             raise ValidationError(f"tensor {t!r} is not in the model")
         shape = ("N",) + tuple(infos[t].shape[1:]) if infos[t].shape else ()
         outs.append(ValueInfo(t, shape, infos[t].dtype))
-    return model.with_changes(outputs=outs)
+    from .transforms import prune_unused
+    return prune_unused(model.with_changes(outputs=outs))  # nothing past the wanted tensors runs
 
 
 def capture(model: Model, tensors: Sequence[str], data: CalibrationData, *,

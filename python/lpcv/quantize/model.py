@@ -704,18 +704,19 @@ def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationDat
                        data, None, threads, "", False) if method == "adaround" else None
     total, count = None, 0
     hess = None
+    if method == "gptq":
+        from ..layerdata import HessianAccumulator
+        hess = HessianAccumulator("conv", **geometry) if geometry else HessianAccumulator("dense")
     samples_q: List[np.ndarray] = []
     samples_f: List[np.ndarray] = []
     per_batch = max(1, -(-max_rows // max(len(data), 1)))
     for i, fq in enumerate(q_stream):
         xq = _rows(fm, layer, fq[layer.x], geometry)
-        s = xq.sum(axis=1, dtype=np.float64)
+        s = xq.sum(axis=1).astype(np.float64)  # float32 within a batch, float64 across
         total = s if total is None else total + s
         count += xq.shape[1]
-        if method == "gptq":
-            xd = xq.astype(np.float64)
-            h = np.einsum("gnk,gnl->gkl", xd, xd)
-            hess = h if hess is None else hess + h
+        if hess is not None:
+            hess.update(fq[layer.x] if geometry else xq[0])
         if method == "adaround":
             ff = next(f_stream)
             xf = _rows(fm, layer, ff[layer.x], geometry)
@@ -724,7 +725,7 @@ def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationDat
             samples_f.append(xf[:, idx])
     out: Dict[str, Any] = {"mean": (total / max(count, 1)).astype(np.float32)}
     if hess is not None:
-        out["hessian"] = (2.0 / max(count, 1) * hess).astype(np.float32)
+        out["hessian"] = hess.hessian_
     if samples_q:
         out["x_quantized"] = np.concatenate(samples_q, axis=1)
         out["x"] = np.concatenate(samples_f, axis=1)
@@ -741,7 +742,7 @@ def _round(layer: _Layer, flat: np.ndarray, scale: np.ndarray, bits: int, method
     sc = np.broadcast_to(scale if scale.size > 1 else scale.reshape(1), (G * M,)).reshape(G, M)
     if method == "gptq":
         from .gptq import gptq
-        q = gptq(wm, stats["hessian"], np.ascontiguousarray(sc), bits=bits)
+        q = gptq(np.ascontiguousarray(wm), stats["hessian"], np.ascontiguousarray(sc), bits=bits)
     else:
         from .adaround import adaround
         q = adaround(wm, stats["x"], np.ascontiguousarray(sc), bits=bits,
