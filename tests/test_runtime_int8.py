@@ -239,3 +239,224 @@ def test_quantized_option_is_validated():
     for bad in ("INT8", "fp32", 8, None):
         with pytest.raises(ValidationError, match="quantized"):
             lpcv.Session(m, quantized=bad)
+
+
+# -------------------------------------------------------------- int8 kernels
+def _int8_rows(sess):
+    return [r for r in sess.steps().rows if "int8" in r["impl"]]
+
+
+class _G:
+    """A small QDQ graph written the way quantize_model / onnxruntime do."""
+
+    def __init__(self, x_shape, act="u8"):
+        self.nodes, self.inits, self.k = [], {}, 0
+        self.x_shape = list(x_shape)
+        self.act = act
+
+    def _name(self, base):
+        self.k += 1
+        return f"{base}{self.k}"
+
+    def const(self, value, base="c"):
+        name = self._name(base)
+        self.inits[name] = np.asarray(value)
+        return name
+
+    def qdq(self, t, scale, zp=None, act=None):
+        act = act or self.act
+        if zp is None:
+            zp = 128 if act == "u8" else 0
+        s = self.const(np.float32(scale), "s")
+        z = self.const(np.uint8(zp) if act == "u8" else np.int8(zp), "z")
+        q, d = self._name("q"), self._name("d")
+        self.nodes += [helper.make_node("QuantizeLinear", [t, s, z], [q]),
+                       helper.make_node("DequantizeLinear", [q, s, z], [d])]
+        return d
+
+    def weight(self, shape, axis, per_channel=True, lim=20, scale=0.02):
+        w = RNG.integers(-lim, lim + 1, shape).astype(np.int8)
+        n = shape[axis] if per_channel else 1
+        ws = (scale * RNG.uniform(0.5, 1.5, n)).astype(np.float32)
+        wq, s = self.const(w, "w"), self.const(ws if per_channel else ws[0], "ws")
+        z = self.const(np.zeros(n, np.int8) if per_channel else np.int8(0), "wz")
+        d = self._name("wd")
+        self.nodes.append(helper.make_node("DequantizeLinear", [wq, s, z], [d], axis=axis))
+        return d, ws
+
+    def node(self, op, ins, **attrs):
+        out = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    def model(self, out):
+        self.nodes.append(helper.make_node("Identity", [out], ["y"]))
+        g = helper.make_graph(
+            self.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                            self.x_shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(v, k) for k, v in self.inits.items()])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m
+
+
+def _synthetic(kind, act):
+    z_relu = 0 if act == "u8" else -128
+    if kind in ("conv", "residual", "depthwise", "pertensor", "int4"):
+        g = _G((2, 8, 10, 10), act)
+        x = g.qdq("x", 4 / 127)
+        if kind == "depthwise":
+            w, _ = g.weight((8, 1, 3, 3), 0, lim=60)
+            c = g.node("Conv", [x, w, g.const(RNG.standard_normal(8).astype(np.float32) * .1)],
+                       pads=[1, 1, 1, 1], group=8)
+            c = g.node("Clip", [c, g.const(np.float32(0)), g.const(np.float32(6))])
+            return g.model(g.qdq(c, 6 / 255 if act == "u8" else 6 / 255, z_relu))
+        per_channel = kind != "pertensor"
+        lim = 7 if kind == "int4" else 20
+        w, _ = g.weight((16, 8, 3, 3), 0, per_channel, lim=lim, scale=0.02 * 20 / lim)
+        c = g.node("Conv", [x, w, g.const(RNG.standard_normal(16).astype(np.float32) * .1)],
+                   pads=[1, 1, 1, 1], strides=[1, 1])
+        c = g.node("Relu" if kind != "conv" else "LeakyRelu", [c])
+        c = g.qdq(c, 6 / 255 if act == "u8" else 4 / 127, z_relu if kind != "conv" else None)
+        if kind != "residual":
+            return g.model(c)
+        w2, _ = g.weight((8, 16, 3, 3), 0)
+        c2 = g.node("Conv", [c, w2], pads=[1, 1, 1, 1])
+        s = g.node("Add", [c2, x])       # residual straight into the next quantizer:
+        s = g.node("Relu", [s])           # a sum post-op with the input's scale
+        return g.model(g.qdq(s, 8 / 255 if act == "u8" else 6 / 127, z_relu))
+    if kind == "gemm":  # int32 bias via DequantizeLinear, as onnxruntime writes it
+        g = _G((4, 48), act)
+        x = g.qdq("x", 4 / 127)
+        w, ws = g.weight((10, 48), 0)
+        bq = RNG.integers(-2000, 2000, 10).astype(np.int32)
+        b = g.node("DequantizeLinear", [g.const(bq, "b"), g.const((ws * (4 / 127)).astype(
+            np.float32)), g.const(np.zeros(10, np.int32))], axis=0)
+        y = g.node("Gemm", [x, w, b], transB=1)
+        return g.model(g.qdq(y, 8 / 127, None))
+    if kind == "matmul":
+        g = _G((4, 48), act)
+        x = g.qdq("x", 4 / 127)
+        w, _ = g.weight((48, 10), 1)
+        y = g.node("Relu", [g.node("MatMul", [x, w])])
+        return g.model(g.qdq(y, 6 / 255 if act == "u8" else 4 / 127, z_relu))
+    raise AssertionError(kind)
+
+
+KINDS = ["conv", "residual", "depthwise", "pertensor", "int4", "gemm", "matmul"]
+
+
+@pytest.mark.parametrize("act", ["u8", "s8"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_int8_kernels_match_simulation_on_small_graphs(kind, act):
+    proto = _synthetic(kind, act)
+    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    x = RNG.standard_normal(shape).astype(np.float32)
+    m = lpcv.load(proto.SerializeToString())
+    si = lpcv.Session(m, batch_size=x.shape[0], quantized="int8")
+    ss = lpcv.Session(m, batch_size=x.shape[0], quantized="simulate")
+    yi, ys = si.run({"x": x})["y"], ss.run({"x": x})["y"]
+    # The simulation is onnxruntime's literal QDQ...
+    ref = _ort(proto, {"x": x})["y"]
+    np.testing.assert_allclose(ys, ref, rtol=1e-6, atol=1e-6)
+    # ... and the integer kernels land on the same grid point but for rare
+    # float ties: at most one quantization step anywhere.
+    assert np.isfinite(yi).all()
+    q_last = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"][-1]
+    s_last = float(numpy_helper.to_array(
+        [i for i in proto.graph.initializer if i.name == q_last.input[1]][0]))
+    diff = np.abs(yi - ys) / s_last
+    assert diff.max() <= 1.0 + 1e-4
+    assert np.mean(diff > 1e-4) <= 1e-3
+    assert len(np.unique(ys)) > 8, "degenerate test data (everything saturated)"
+    # The fused layers run as int8 primitives.
+    rows = _int8_rows(si)
+    n_linear = sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in proto.graph.node)
+    assert sum(r["kind"] in ("convolution", "matmul") for r in rows) == n_linear, si.steps().rows
+    assert all(f"int8 {act}" in r["impl"] for r in rows if r["kind"] in ("convolution",
+                                                                           "matmul"))
+    assert not _int8_rows(ss)
+    if kind == "residual":  # the Add became a sum post-op of the second conv
+        assert [r["node"].count("Add") for r in rows] == [0, 1]
+        assert not any(r["kind"] == "add_int8" for r in si.steps().rows)
+
+
+@pytest.mark.parametrize("name,per_channel,act", CONFIGS)
+def test_int8_reference_models(name, per_channel, act):
+    proto = _expose_quantized(_proto(_ort_qdq(name, per_channel, act)))
+    x, _ = lpcv.data.load_sample(64)
+    m = lpcv.load(proto.SerializeToString())
+    si = lpcv.Session(m, batch_size=64, quantized="int8")
+    ss = lpcv.Session(m, batch_size=64, quantized="simulate")
+    yi, ys = si.run({"input": x}), ss.run({"input": x})
+    # (b) every int8 tensor within one quantization step of the simulation.
+    # Rare float-tie flips propagate through the depth, more so in the
+    # depthwise MobileNet, whose deepest tensors get a looser bound.
+    within = 0.995 if name == "fmnist-mobilenet" else 0.999
+    for k, v in ys.items():
+        if v.dtype.kind in "iu":
+            assert np.mean(_steps(yi[k], v) <= 1) >= within, k
+    assert np.mean(yi["logits"].argmax(1) == ys["logits"].argmax(1)) >= 0.98
+    # (c) same predictions as onnxruntime's own int8 kernels on its QDQ file.
+    opt = _ort(_proto(_ort_qdq(name, per_channel, act)), {"input": x}, optimized=True)
+    assert np.mean(yi["logits"].argmax(1) == opt["logits"].argmax(1)) >= 0.99
+    # (d) every Conv/Gemm is one int8 primitive; no fallbacks.
+    n_linear = sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in proto.graph.node)
+    rows = [r for r in _int8_rows(si) if r["kind"] in ("convolution", "matmul")]
+    assert len(rows) == n_linear
+    assert si.int8_fallbacks == []
+    kinds = si.steps().column("kind")
+    if name == "fmnist-resnet":
+        adds = sum(n.op_type == "Add" for n in proto.graph.node)
+        assert kinds.count("add_int8") == adds >= 4  # residual additions stay integer
+    if name == "fmnist-lenet5":               # max pooling on the integers
+        assert any(r["kind"] == "pooling" and "int" in r["impl"] for r in si.steps().rows)
+
+
+def test_unmatched_pattern_falls_back_to_simulation():
+    # uint8 weights: no int8 kernel for them, so the layer is simulated.
+    proto = _synthetic("conv", "u8")
+    for init in proto.graph.initializer:
+        if init.data_type == TensorProto.INT8 and len(init.dims) == 4:
+            arr = numpy_helper.to_array(init).astype(np.int16) + 128
+            init.CopyFrom(numpy_helper.from_array(arr.astype(np.uint8), init.name))
+        elif init.name.startswith("wz"):
+            init.CopyFrom(numpy_helper.from_array(np.full(init.dims, 128, np.uint8), init.name))
+    x = RNG.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    m = lpcv.load(proto.SerializeToString())
+    si = lpcv.Session(m, batch_size=2)
+    assert not _int8_rows(si)
+    np.testing.assert_allclose(si.run({"x": x})["y"], _ort(proto, {"x": x})["y"], rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_int8_session_other_batch_and_profile():
+    proto = _proto(_ort_qdq("fmnist-lenet5", True, "u8"))
+    m = lpcv.load(proto.SerializeToString())
+    sess = lpcv.Session(m, batch_size=4)
+    x, _ = lpcv.data.load_sample(5)
+    y5 = sess.run({"input": x})["logits"]
+    y1 = np.concatenate([sess.run({"input": x[i:i + 1]})["logits"] for i in range(5)])
+    np.testing.assert_allclose(y5, y1, rtol=1e-5, atol=1e-5)
+    prof = sess.profile(repeats=2, warmup=1)
+    assert abs(sum(prof.column("share")) - 1) < 1e-9
+    assert any("int8" in r["impl"] for r in prof.rows)
+
+
+def test_cost_profile_prices_int8_layers_at_int8():
+    q = lpcv.load(_ort_qdq("fmnist-resnet", True, "u8"))
+    f = lpcv.transforms.fold_batchnorm(lpcv.zoo.reference("fmnist-resnet"))
+    rq, rf = lpcv.cost.profile(q, "rpi4"), lpcv.cost.profile(f, "rpi4")
+    assert rq.total.macs == rf.total.macs
+    conv_q = [r for r in rq.rows if r["op"] == "QConv"]
+    conv_f = [r for r in rf.rows if r["op"] == "Conv"]
+    assert len(conv_q) == len(conv_f) > 0
+    assert all(r["precision"] == "int8" for r in conv_q)
+    for a, b in zip(conv_q, conv_f):
+        w = a["macs"] // max(1, np.prod([int(v) for v in a["output_shape"].split("x")]))
+        assert a["params"] == b["params"]
+        # int8 weights (1 byte) plus the float32 bias, vs 4 bytes per weight
+        assert a["weight_bytes"] < 0.35 * b["weight_bytes"] + 4 * w
+        assert a["output_bytes"] * 4 == b["output_bytes"]   # uint8 activations
+    assert rq.total.latency < rf.total.latency

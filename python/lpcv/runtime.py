@@ -34,7 +34,7 @@ import numpy as np
 from . import _core
 from ._report import Table
 from ._shapes import conv_pads, infer_shapes
-from .exceptions import (ModelError, ShapeError, UnsupportedError, UnsupportedOpError,
+from .exceptions import (BackendError, ModelError, ShapeError, UnsupportedError, UnsupportedOpError,
                          ValidationError)
 from .graph import Model, Node, TensorInfo
 from .transforms import fold_batchnorm, fold_constants, prune_unused, remove_identities
@@ -50,6 +50,8 @@ _VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 #: Values of ``Session(quantized=...)``.
 QUANTIZED_MODES = ("int8", "simulate")
+# Lowered ops that run integer oneDNN kernels.
+_INT8_OPS = ("QConv", "QMatMul", "QAdd")
 # Integer element types of quantized tensors the runtime holds.
 _QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
@@ -194,7 +196,7 @@ class _Lowered:
     """A model lowered for one batch size: op tuples for ``_core.Plan``."""
 
     def __init__(self, model: Model, batch_size: int, numeric: bool = True,
-                 quantized: str = "int8"):
+                 quantized: str = "int8", no_int8: Optional[set] = None):
         # numeric=False: the structure only (BN folding without weight math),
         # for cost estimates.
         # quantized="int8": QDQ patterns become integer ops (QConv, QMatMul,
@@ -217,6 +219,7 @@ class _Lowered:
         self.ops: List[Tuple[str, str, List[int], List[int], Dict[str, Any]]] = []
         self.constants: Dict[int, np.ndarray] = {}
         self.sources: Dict[str, List[str]] = {}  # lowered op -> original node names
+        self.no_int8 = set(no_int8 or ())  # nodes kept off the int8 path
         self._lower()
 
     # ------------------------------------------------------------ quantization
@@ -245,7 +248,55 @@ class _Lowered:
         return prune_unused(m.with_changes(nodes=nodes, initializers=inits))
 
     def _int8_rewrites(self, m: Model, batch_size: int) -> Model:
-        return m
+        """Exact rewrites that let integer tensors flow between int8 layers.
+
+        * ``MaxPool``/``Reshape``/``Flatten``/``Squeeze``/``Unsqueeze`` of a
+          per-tensor ``DequantizeLinear`` output run on the integers instead
+          (dequantization is monotone and element-wise, so it commutes).
+        * ``QuantizeLinear(DequantizeLinear(q))`` with the same parameters is
+          ``q`` itself.
+        """
+        producer: Dict[str, Node] = {}
+        names = {n.name for n in m.nodes}
+        taken = set(names) | set(m.initializers) | {o for n in m.nodes for o in n.outputs}
+        outputs = set(m.output_names)
+
+        def fresh(base: str) -> str:
+            name, i = base, 1
+            while name in taken:
+                name, i = f"{base}_{i}", i + 1
+            taken.add(name)
+            return name
+
+        nodes: List[Node] = []
+        rename: Dict[str, str] = {}
+        for n in m.nodes:
+            n = Node(n.op, n.name, [rename.get(t, t) for t in n.inputs], n.outputs, n.attrs,
+                     n.domain)
+            d = producer.get(n.inputs[0]) if n.inputs else None
+            dq = (d is not None and d.op == "DequantizeLinear" and d.name in self.qparams
+                  and self.qparams[d.name].per_tensor and d.inputs[0] not in m.initializers)
+            if dq and (n.op in _VIEWS or (n.op == "MaxPool" and len(
+                    [o for o in n.outputs if o]) == 1 and not n.attrs.get("storage_order", 0))):
+                q_out = fresh(n.outputs[0] + "/int8")
+                inner = Node(n.op, n.name, [d.inputs[0]] + n.inputs[1:], [q_out], n.attrs, n.domain)
+                dname = fresh(d.name + "/" + n.name)
+                outer = Node("DequantizeLinear", dname, [q_out] + d.inputs[1:], [n.outputs[0]],
+                             d.attrs, d.domain)
+                self.qparams[dname] = self.qparams[d.name]
+                nodes += [inner, outer]
+                producer[q_out] = inner
+                producer[n.outputs[0]] = outer
+                continue
+            if (dq and n.op == "QuantizeLinear" and n.name in self.qparams
+                    and self.qparams[n.name].same(self.qparams[d.name])
+                    and n.outputs[0] not in outputs):
+                rename[n.outputs[0]] = d.inputs[0]
+                continue
+            nodes.append(n)
+            for o in n.outputs:
+                producer[o] = n
+        return prune_unused(m.with_changes(nodes=nodes))
 
     # ---------------------------------------------------------------- tensors
     def _fresh(self, base: str) -> str:
@@ -329,6 +380,9 @@ class _Lowered:
             r = readers.get(t, [])
             return r[0] if len(r) == 1 and t not in outputs else None
 
+        self._producer = {o: n for n in m.nodes for o in n.outputs}
+        int8 = self.quantized == "int8" and bool(self.qparams)
+
         # Zero constant Pad on spatial axes in front of a Conv: merge into its pads.
         for n in m.nodes:
             if n.op == "Pad" and (r := sole_reader(n.outputs[0])) is not None and r.op == "Conv":
@@ -353,6 +407,13 @@ class _Lowered:
             post: List[Tuple[int, float, float]] = []
             residual: Optional[str] = None
             out = n.outputs[0]
+            if int8 and n.op in ("Conv", "Gemm", "MatMul") and n.name not in pad_for_conv \
+                    and n.name not in self.no_int8 and self._lower_qlinear(n, sole_reader,
+                                                                           consumed, position):
+                continue
+            if int8 and n.op == "Add" and n.name not in self.no_int8 and self._lower_qadd(
+                    n, sole_reader, consumed, position):
+                continue
             if n.op in ("Conv", "Gemm", "MatMul") or n.op in _BINARY:
                 # Absorb a residual Add (Conv only) and a chain of activations.
                 while (r := sole_reader(out)) is not None and r.name not in consumed:
@@ -383,6 +444,178 @@ class _Lowered:
             self._emit(n, lname, attrs, out, residual, pad_for_conv.get(n.name))
         order = sorted(range(len(self.ops)), key=lambda i: self._positions[i])
         self.ops = [self.ops[i] for i in order]
+        self._drop_dead_ops()
+
+    def _drop_dead_ops(self) -> None:
+        """Remove ops nobody reads (dequantizations that int8 kernels made moot)."""
+        keep = {self.ids[v] for v in self.plan_outputs if v in self.ids}
+        alive: List[Tuple[str, str, List[int], List[int], Dict[str, Any]]] = []
+        for op in reversed(self.ops):
+            if any(o >= 0 and o in keep for o in op[3]):
+                alive.append(op)
+                keep.update(i for i in op[2] if i >= 0)
+        alive.reverse()
+        self.ops = alive
+
+    # ------------------------------------------------------------- int8 ops
+    def _dq_input(self, t: str) -> Optional[Tuple[str, _QParams]]:
+        """(integer tensor, parameters) when ``t`` is a per-tensor DQ output."""
+        d = self._producer.get(t)
+        if (d is None or d.op != "DequantizeLinear" or d.name not in self.qparams
+                or d.inputs[0] in self.model.initializers):
+            return None
+        p = self.qparams[d.name]
+        if not p.per_tensor or p.qtype not in _QTYPES:
+            return None
+        return d.inputs[0], p
+
+    def _int_weight(self, name: str) -> str:
+        """The int8 initializer behind the folded float weight ``name``."""
+        q, _ = self.qweights[name]
+        qname = self._fresh(name + "/int8")
+        self.model.initializers[qname] = q
+        self.infos[qname] = TensorInfo(tuple(q.shape), q.dtype)
+        return qname
+
+    def _lower_qlinear(self, n: Node, sole_reader, consumed: set, position) -> bool:
+        """DQ(x) → Conv/Gemm/MatMul(DQ(w)) → activations → Q as one int8 op."""
+        m = self.model
+        src = self._dq_input(n.inputs[0])
+        if src is None or n.inputs[1] not in self.qweights:
+            return False
+        wq, pw = self.qweights[n.inputs[1]]
+        if wq.dtype != np.int8 or pw.zero_point.any():
+            return False
+        bias = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else ""
+        if bias and (bias not in m.initializers or m.initializers[bias].dtype != np.float32):
+            return False
+        if n.op == "Conv":
+            oc_axis = 0
+        elif n.op == "Gemm":
+            if (n.attrs.get("transA", 0) or float(n.attrs.get("alpha", 1.0)) != 1.0
+                    or (bias and float(n.attrs.get("beta", 1.0)) != 1.0) or wq.ndim != 2
+                    or len(self.infos[n.inputs[0]].shape) != 2):
+                return False
+            oc_axis = 0 if n.attrs.get("transB", 0) else 1
+            if bias and m.initializers[bias].size != wq.shape[oc_axis]:
+                return False
+        else:
+            if wq.ndim != 2 or len(self.infos[n.inputs[0]].shape) < 2:
+                return False
+            oc_axis = 1
+        if not pw.per_tensor and pw.axis != oc_axis:
+            return False
+        # Follow the fusible chain: a residual Add (Conv only), activations,
+        # and the QuantizeLinear that ends it.
+        names, post, out = [n.name], [], n.outputs[0]
+        residual: Optional[Tuple[str, _QParams]] = None
+        quant: Optional[Node] = None
+        trail: List[Tuple[List[str], List[Tuple[int, float, float]], str]] = [
+            (list(names), [], out)]
+        while (r := sole_reader(out)) is not None and r.name not in consumed:
+            if (r.op == "Add" and n.op == "Conv" and residual is None and not post
+                    and len(r.inputs) == 2):
+                other = r.inputs[1] if r.inputs[0] == out else r.inputs[0]
+                res = self._dq_input(other) if other != out else None
+                if res is None or self.infos[other].shape != self.infos[out].shape:
+                    break
+                residual = res
+                post.append((_SUM, float(res[1].scale[0]), float(res[1].zero_point[0])))
+            elif (act := self._activation(r)) is not None:
+                post.append(act)
+            elif r.op == "QuantizeLinear" and r.name in self.qparams \
+                    and self.qparams[r.name].per_tensor:
+                quant = r
+                names.append(r.name)
+                out = r.outputs[0]
+                break
+            else:
+                break
+            names.append(r.name)
+            out = r.outputs[0]
+            if residual is None:
+                trail.append((list(names), list(post), out))
+        if quant is None:
+            # Float output: without a final quantizer a residual cannot be a
+            # sum post-op on the integer input; stop before it.
+            names, post, out = trail[-1]
+            residual = None
+        elif residual is not None and residual[1].qtype != self.infos[out].dtype:
+            return False
+        for k in names[1:]:
+            consumed.add(k)
+        attrs: Dict[str, Any] = {
+            "src_scale": float(src[1].scale[0]), "src_zp": int(src[1].zero_point[0]),
+            "w_scales": [float(v) for v in pw.scale], "w_axis": -1 if pw.per_tensor else oc_axis}
+        if quant is not None:
+            qp = self.qparams[quant.name]
+            attrs.update(dst_scale=float(qp.scale[0]), dst_zp=int(qp.zero_point[0]))
+        if post:
+            attrs.update(post_algs=[p[0] for p in post], post_alpha=[p[1] for p in post],
+                         post_beta=[p[2] for p in post])
+        lname = "+".join(names)
+        self.sources[lname] = names
+        self._position = max(position[k] for k in names)
+        wname = self._int_weight(n.inputs[1])
+        if n.op == "Conv":
+            x = self.infos[n.inputs[0]]
+            w = self.infos[n.inputs[1]]
+            nd = len(w.shape) - 2
+            strides = [int(v) for v in n.attrs.get("strides", [1] * nd)]
+            dil = [int(v) for v in n.attrs.get("dilations", [1] * nd)]
+            attrs.update(strides=strides, dilations=dil,
+                         pads=conv_pads(n, x.shape[2:], w.shape[2:], strides, dil),
+                         group=int(n.attrs.get("group", 1)))
+            op = "QConv"
+        else:
+            attrs.update(transB=int(n.attrs.get("transB", 0)) if n.op == "Gemm" else 0)
+            op = "QMatMul"
+        ins = [src[0], wname, bias] + ([residual[0]] if residual else [])
+        self.ops.append((op, lname, [self.tid(t) for t in ins], [self.tid(out)], attrs))
+        self._positions.append(self._position)
+        return True
+
+    def _lower_qadd(self, n: Node, sole_reader, consumed: set, position) -> bool:
+        """Add(DQ(a), DQ(b)) → Relu/Clip → Q as one integer kernel."""
+        if len(n.inputs) != 2:
+            return False
+        a, b = self._dq_input(n.inputs[0]), self._dq_input(n.inputs[1])
+        out = n.outputs[0]
+        if a is None or b is None or not (self.infos[n.inputs[0]].shape
+                                          == self.infos[n.inputs[1]].shape
+                                          == self.infos[out].shape):
+            return False
+        names, lo, hi = [n.name], -np.inf, np.inf
+        while (r := sole_reader(out)) is not None and r.name not in consumed:
+            act = self._activation(r)
+            if act is not None and act[0] in (_RELU, _CLIP) and not (act[0] == _RELU and act[1]):
+                a_lo, a_hi = (0.0, np.inf) if act[0] == _RELU else (act[1], act[2])
+                lo, hi = min(max(lo, a_lo), a_hi), max(min(hi, a_hi), a_lo)
+                names.append(r.name)
+                out = r.outputs[0]
+                continue
+            if r.op == "QuantizeLinear" and r.name in self.qparams \
+                    and self.qparams[r.name].per_tensor:
+                q = self.qparams[r.name]
+                names.append(r.name)
+                out = r.outputs[0]
+                break
+            return False
+        else:
+            return False
+        for k in names[1:]:
+            consumed.add(k)
+        big = float(np.finfo(np.float32).max)
+        attrs = {"a_scale": float(a[1].scale[0]), "a_zp": int(a[1].zero_point[0]),
+                 "b_scale": float(b[1].scale[0]), "b_zp": int(b[1].zero_point[0]),
+                 "dst_scale": float(q.scale[0]), "dst_zp": int(q.zero_point[0]),
+                 "lo": max(float(lo), -big), "hi": min(float(hi), big)}
+        lname = "+".join(names)
+        self.sources[lname] = names
+        self._position = max(position[k] for k in names)
+        self.ops.append(("QAdd", lname, [self.tid(a[0]), self.tid(b[0])], [self.tid(out)], attrs))
+        self._positions.append(self._position)
+        return True
 
     def _full_pads(self, n: Node) -> Optional[List[int]]:
         rank = len(self.infos[n.inputs[0]].shape)
@@ -580,9 +813,21 @@ class Session:
     # ------------------------------------------------------------------ plans
     def _plan(self, batch: int) -> Tuple[_Lowered, Any]:
         if batch not in self._plans:
-            low = _Lowered(self.model, batch, quantized=self.quantized)
-            plan = _core.Plan(low.tensors, low.ops, [low.tid(v.name) for v in low.model.inputs],
-                              [low.tid(v) for v in low.plan_outputs], low.constants)
+            no_int8: set = set()
+            while True:
+                low = _Lowered(self.model, batch, quantized=self.quantized, no_int8=no_int8)
+                try:
+                    plan = _core.Plan(low.tensors, low.ops,
+                                      [low.tid(v.name) for v in low.model.inputs],
+                                      [low.tid(v) for v in low.plan_outputs], low.constants)
+                    break
+                except (UnsupportedError, BackendError) as e:
+                    # An int8 pattern oneDNN cannot run: simulate it instead.
+                    failed = [op[1] for op in low.ops if op[0] in _INT8_OPS and op[1] in str(e)]
+                    if not failed:
+                        raise
+                    no_int8.add(low.sources[max(failed, key=len)][0])
+            self.int8_fallbacks = sorted(no_int8)
             self._plans[batch] = (low, plan)
         return self._plans[batch]
 

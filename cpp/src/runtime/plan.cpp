@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -429,6 +430,9 @@ struct Plan::Impl {
     if (k == "Copy") return copy(op);
     if (k == "Pad") return pad_op(op, a);
     if (k == "Quantize") return quantize_op(op, a);
+    if (k == "QConv") return qconv(op, a);
+    if (k == "QMatMul") return qmatmul(op, a);
+    if (k == "QAdd") return qadd(op, a);
     if (k == "Dequantize") return dequantize_op(op, a);
     throw Unsupported(cat("runtime: op ", k, " (node ", op.name, ") is not a lowered op"));
   }
@@ -997,6 +1001,284 @@ struct Plan::Impl {
         }
       }
     });
+  }
+
+  // ------------------------------------------------------------ int8 ops
+  // A constant memory of `n` values (f32 scales or s32 zero points).
+  int const_slot_f32(const std::vector<float>& v) {
+    memory::desc md({std::int64_t(v.size())}, dt::f32, tag::a);
+    memory m(md, cpu_engine());
+    std::memcpy(m.get_data_handle(), v.data(), v.size() * sizeof(float));
+    slots.push_back(Slot{md, -1, m});
+    return int(slots.size()) - 1;
+  }
+  int const_slot_s32(std::int32_t v) {
+    memory::desc md({1}, dt::s32, tag::a);
+    memory m(md, cpu_engine());
+    *static_cast<std::int32_t*>(m.get_data_handle()) = v;
+    slots.push_back(Slot{md, -1, m});
+    return int(slots.size()) - 1;
+  }
+  static const char* dt_name(DType t) {
+    switch (t) {
+      case DType::u8: return "u8";
+      case DType::s8: return "s8";
+      case DType::s32: return "s32";
+      case DType::f32: return "f32";
+      default: return "?";
+    }
+  }
+
+  // Quantization attributes shared by QConv and QMatMul:
+  //   dst = Q(post_ops(src_scale * w_scale[oc] * sum((x - src_zp) * w) + bias))
+  // with Q = round half to even, dst_scale/dst_zp, saturation (int dst).
+  struct QLinear {
+    dnnl::primitive_attr attr;
+    std::vector<std::pair<int, int>> args;  // ATTR_SCALES / ATTR_ZERO_POINTS slots
+    int residual = -1;
+    std::string detail;
+  };
+  QLinear qlinear_attrs(const OpDecl& op, const Attrs& a, int x, int y, int w_mask,
+                        std::size_t n_oc) {
+    QLinear q;
+    const DType xt = tensors[x].dtype, yt = tensors[y].dtype;
+    if (xt != DType::u8 && xt != DType::s8)
+      throw Unsupported(cat(op.op, " ", op.name, ": int8 input must be uint8 or int8"));
+    const bool int_dst = yt == DType::u8 || yt == DType::s8;
+    if (!int_dst && yt != DType::f32)
+      throw Unsupported(cat(op.op, " ", op.name, ": output must be uint8, int8 or float32"));
+    std::vector<float> ws;
+    for (double v : a.fs("w_scales")) ws.push_back(float(v));
+    if (ws.size() != 1 && ws.size() != n_oc)
+      throw InvalidArgument(cat(op.op, " ", op.name, ": ", ws.size(), " weight scales for ",
+                                n_oc, " output channels"));
+    const float s_src = float(a.f("src_scale", 1.0));
+    const auto zp_src = std::int32_t(a.i("src_zp", 0));
+    q.attr.set_scales_mask(DNNL_ARG_SRC, 0);
+    q.args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, const_slot_f32({s_src})});
+    q.attr.set_scales_mask(DNNL_ARG_WEIGHTS, ws.size() == 1 ? 0 : w_mask);
+    q.args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, const_slot_f32(ws)});
+    if (zp_src != 0) {
+      q.attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+      q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, const_slot_s32(zp_src)});
+    }
+    if (int_dst) {
+      const float s_dst = float(a.f("dst_scale", 1.0));
+      const auto zp_dst = std::int32_t(a.i("dst_zp", 0));
+      q.attr.set_scales_mask(DNNL_ARG_DST, 0);
+      q.args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, const_slot_f32({s_dst})});
+      if (zp_dst != 0) {
+        q.attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+        q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, const_slot_s32(zp_dst)});
+      }
+    }
+    // Post-ops: eltwise, and a residual sum s * (r - z) read from dst.
+    dnnl::post_ops po;
+    const auto algs = a.is("post_algs");
+    const auto alpha = a.fs("post_alpha");
+    const auto beta = a.fs("post_beta");
+    if (alpha.size() != algs.size() || beta.size() != algs.size())
+      throw InvalidArgument(cat("op ", op.name, ": post-op lists differ in length"));
+    for (std::size_t i = 0; i < algs.size(); ++i) {
+      if (algs[i] == kPostSum) {
+        if (q.residual >= 0 || !int_dst || op.inputs.size() < 4)
+          throw InvalidArgument(cat("op ", op.name, ": misplaced sum post-op"));
+        q.residual = in(op, 3);
+        if (tensors[q.residual].dtype != yt)
+          throw Unsupported(cat(op.op, " ", op.name, ": residual and output types differ"));
+        po.append_sum(float(alpha[i]), std::int32_t(beta[i]), to_dnnl(yt));
+      } else {
+        po.append_eltwise(eltwise_alg(algs[i]), float(alpha[i]), float(beta[i]));
+      }
+    }
+    q.attr.set_post_ops(po);
+    q.detail = cat(" (int8 ", dt_name(xt), ":s8:", dt_name(yt), ")");
+    return q;
+  }
+
+  void qconv(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), w = in(op, 1), y = out(op);
+    if (!ts[w].is_const || tensors[w].dtype != DType::s8)
+      throw Unsupported(cat("QConv ", op.name, ": weights must be a constant int8 tensor"));
+    const Dims xd = dims_of(x), wd = dims_of(w), yd = dims_of(y);
+    const std::size_t nd = xd.size() - 2;
+    const std::int64_t group = a.i("group", 1);
+    auto strides = a.is("strides"), dil = a.is("dilations"), pads = a.is("pads");
+    if (strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
+      throw InvalidArgument(cat("QConv ", op.name, ": strides/dilations/pads ranks"));
+    Dims pl(pads.begin(), pads.begin() + nd), pr(nd), dd(nd);
+    for (std::size_t i = 0; i < nd; ++i) {
+      dd[i] = dil[i] - 1;
+      pr[i] = (yd[2 + i] - 1) * strides[i] + (wd[2 + i] - 1) * dil[i] + 1 - xd[2 + i] - pl[i];
+    }
+    Dims wdims = wd;
+    if (group > 1) {
+      wdims = {group, wd[0] / group};
+      wdims.insert(wdims.end(), wd.begin() + 1, wd.end());
+    }
+    QLinear q = qlinear_attrs(op, a, x, y, group > 1 ? 3 : 1, std::size_t(wd[0]));
+    const bool bias = has_in(op, 2);
+    const dt xt = to_dnnl(tensors[x].dtype), yt = to_dnnl(tensors[y].dtype);
+    memory::desc b_md = bias ? plain_desc({wd[0]}, dt::f32) : memory::desc();
+    dnnl::convolution_forward::primitive_desc pd;
+    try {
+      pd = dnnl::convolution_forward::primitive_desc(
+          cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+          memory::desc(xd, xt, tag::any), memory::desc(wdims, dt::s8, tag::any), b_md,
+          memory::desc(yd, yt, tag::any), Dims(strides.begin(), strides.end()), dd, pl, pr,
+          q.attr);
+    } catch (const dnnl::error& e) {
+      throw Unsupported(cat("QConv ", op.name, ": no oneDNN int8 convolution: ", e.what()));
+    }
+    const int xs = slot_as(x, pd.src_desc(), op.name);
+    slots.push_back(Slot{pd.weights_desc(), -1, const_memory(w, pd.weights_desc())});
+    const int ws = int(slots.size()) - 1;
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}};
+    if (bias) {
+      if (!ts[in(op, 2)].is_const || tensors[in(op, 2)].dtype != DType::f32)
+        throw Unsupported(cat("QConv ", op.name, ": bias must be a float32 constant"));
+      args.push_back({DNNL_ARG_BIAS, plain(in(op, 2), op.name)});
+    }
+    args.insert(args.end(), q.args.begin(), q.args.end());
+    const int ys = output_with_residual(op, y, pd.dst_desc(), q.residual);
+    args.push_back({DNNL_ARG_DST, ys});
+    push_prim(op, "convolution", dnnl::convolution_forward(pd), pd, std::move(args));
+    steps.back().info.detail += q.detail;
+  }
+
+  // Gemm (transB) / MatMul with constant int8 weights [K, N] (or [N, K]).
+  void qmatmul(const OpDecl& op, const Attrs& a) {
+    const int A = in(op, 0), B = in(op, 1), y = out(op);
+    if (!ts[B].is_const || tensors[B].dtype != DType::s8)
+      throw Unsupported(cat("QMatMul ", op.name, ": weights must be a constant int8 tensor"));
+    Dims ad = dims_of(A), bd = dims_of(B), yd = dims_of(y);
+    const bool tb = a.i("transB", 0);
+    if (bd.size() != 2 || ad.size() < 2)
+      throw Unsupported(cat("QMatMul ", op.name, ": needs 2-D weights and a matrix input"));
+    const std::size_t rank = ad.size();
+    const std::int64_t n_out = tb ? bd[0] : bd[1];
+    Dims kn = tb ? Dims{bd[1], bd[0]} : bd;
+    Dims od = ad;
+    od[rank - 1] = n_out;
+    QLinear q = qlinear_attrs(op, a, A, y, 1 << (rank - 1), std::size_t(n_out));
+    const dt at = to_dnnl(tensors[A].dtype), yt = to_dnnl(tensors[y].dtype);
+    memory::desc a_md = plain_desc(ad, at);
+    Dims wdims = pad_rank(kn, rank);
+    memory::desc user_w = plain_desc(bd, dt::s8);
+    if (tb) user_w = user_w.permute_axes({1, 0});
+    user_w = user_w.reshape(Dims(wdims));
+    memory::desc y_md = plain_desc(od, yt);
+    const bool bias = has_in(op, 2);
+    memory::desc b_md = bias ? plain_desc(pad_rank({n_out}, rank), dt::f32) : memory::desc();
+    dnnl::matmul::primitive_desc pd;
+    try {
+      pd = dnnl::matmul::primitive_desc(cpu_engine(), a_md, memory::desc(wdims, dt::s8, tag::any),
+                                        b_md, y_md, q.attr);
+    } catch (const dnnl::error& e) {
+      throw Unsupported(cat("QMatMul ", op.name, ": no oneDNN int8 matmul: ", e.what()));
+    }
+    const int as = view_slot(plain(A, op.name), a_md);
+    auto it = g->constants.find(B);
+    memory uw(user_w, cpu_engine(), const_cast<void*>(it->second.data));
+    memory wm(pd.weights_desc(), cpu_engine());
+    dnnl::reorder(uw, wm).execute(stream, uw, wm);
+    stream.wait();
+    slots.push_back(Slot{pd.weights_desc(), -1, wm});
+    std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, as},
+                                             {DNNL_ARG_WEIGHTS, int(slots.size()) - 1}};
+    if (bias) {
+      const int bt = in(op, 2);
+      if (!ts[bt].is_const || tensors[bt].dtype != DType::f32)
+        throw Unsupported(cat("QMatMul ", op.name, ": bias must be a float32 constant"));
+      slots.push_back(Slot{b_md, -1, const_memory(bt, b_md)});
+      args.push_back({DNNL_ARG_BIAS, int(slots.size()) - 1});
+    }
+    args.insert(args.end(), q.args.begin(), q.args.end());
+    const int ys = new_output(y, plain_desc(yd, yt));
+    args.push_back({DNNL_ARG_DST, view_slot(ys, y_md)});
+    push_prim(op, "matmul", dnnl::matmul(pd), pd, std::move(args));
+    steps.back().info.detail += q.detail;
+  }
+
+  // Dense (unpadded, no inner blocks) strided layout of `md` for type `t`.
+  static std::optional<memory::desc> strided_as(const memory::desc& md, dt t) {
+    if (md.get_format_kind() != memory::format_kind::blocked || md.get_inner_nblks() != 0)
+      return std::nullopt;
+    memory::desc out(md.get_dims(), t, md.get_strides());
+    std::int64_t n = 1;
+    for (auto d : md.get_dims()) n *= d;
+    if (out.get_size() != std::size_t(n) * memory::data_type_size(t)) return std::nullopt;
+    return out;
+  }
+
+  // y = Q(clamp(DQ(a) + DQ(b), lo, hi)) element by element, exactly the
+  // float arithmetic of the simulation (DQ, add, activation, QuantizeLinear).
+  void qadd(const OpDecl& op, const Attrs& a) {
+    const int x0 = in(op, 0), x1 = in(op, 1), y = out(op);
+    const DType t0 = tensors[x0].dtype, t1 = tensors[x1].dtype, ty = tensors[y].dtype;
+    for (DType t : {t0, t1, ty})
+      if (t != DType::u8 && t != DType::s8)
+        throw Unsupported(cat("QAdd ", op.name, ": operands must be uint8 or int8"));
+    if (dims_of(x0) != dims_of(y) || dims_of(x1) != dims_of(y))
+      throw ShapeError(cat("QAdd ", op.name, ": operands must have the output's shape"));
+    // The first operand's layout when it is a dense strided one (e.g. nhwc
+    // from an int8 convolution), else plain.
+    int s0 = primary(x0);
+    auto m0 = strided_as(slots[s0].md, to_dnnl(t0));
+    if (!m0) {
+      s0 = plain(x0, op.name);
+      m0 = slots[s0].md;
+    }
+    const int s1 = slot_as(x1, *strided_as(*m0, to_dnnl(t1)), op.name);
+    const memory::desc my = *strided_as(*m0, to_dnnl(ty));
+    const int ys = new_output(y, my);
+    const float sa = float(a.f("a_scale", 1.0)), sb = float(a.f("b_scale", 1.0));
+    const float za = float(a.i("a_zp", 0)), zb = float(a.i("b_zp", 0));
+    const float sy = float(a.f("dst_scale", 1.0)), zy = float(a.i("dst_zp", 0));
+    const float lo = float(a.f("lo", -3.4e38)), hi = float(a.f("hi", 3.4e38));
+    if (!(sa > 0.f && sb > 0.f && sy > 0.f))
+      throw InvalidArgument(cat("QAdd ", op.name, ": scales must be > 0"));
+    const float qlo = (ty == DType::u8 ? 0.f : -128.f) - zy;
+    const float qhi = (ty == DType::u8 ? 255.f : 127.f) - zy;
+    const std::int64_t n = numel(y);
+    auto body = [=](const auto* pa, const auto* pb, auto* py) {
+      constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: round half to even
+      constexpr std::int64_t kChunk = 8192;
+      const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        const std::int64_t i1 = std::min(n, (c + 1) * kChunk);
+#pragma omp simd
+        for (std::int64_t i = c * kChunk; i < i1; ++i) {
+          const float fa = (float(pa[i]) - za) * sa;
+          const float fb = (float(pb[i]) - zb) * sb;
+          float v = fa + fb;
+          v = v < lo ? lo : v;
+          v = v > hi ? hi : v;
+          v = v / sy;
+          v = v < qlo ? qlo : v;
+          v = v > qhi ? qhi : v;
+          const float r = (v + kMagic) - kMagic;
+          py[i] = static_cast<std::remove_pointer_t<decltype(py)>>(std::int32_t(r + zy));
+        }
+      }
+    };
+    const char* kind = "add_int8";
+    push_kernel(op, kind, {s0, s1, ys}, [=](const std::vector<void*>& p) {
+      auto u = [](void* v) { return static_cast<std::uint8_t*>(v); };
+      auto s = [](void* v) { return static_cast<std::int8_t*>(v); };
+      const bool a8 = t0 == DType::s8, b8 = t1 == DType::s8, y8 = ty == DType::s8;
+      if (!a8 && !b8 && !y8) body(u(p[0]), u(p[1]), u(p[2]));
+      else if (a8 && b8 && y8) body(s(p[0]), s(p[1]), s(p[2]));
+      else if (!a8 && b8 && !y8) body(u(p[0]), s(p[1]), u(p[2]));
+      else if (a8 && !b8 && !y8) body(s(p[0]), u(p[1]), u(p[2]));
+      else if (!a8 && !b8 && y8) body(u(p[0]), u(p[1]), s(p[2]));
+      else if (a8 && !b8 && y8) body(s(p[0]), u(p[1]), s(p[2]));
+      else if (!a8 && b8 && y8) body(u(p[0]), s(p[1]), s(p[2]));
+      else body(s(p[0]), s(p[1]), u(p[2]));
+    });
+    steps.back().info.detail = cat("lpcv (int8 ", dt_name(t0), "+", dt_name(t1), "->",
+                                   dt_name(ty), ")");
   }
 
   // ------------------------------------------------------------ finalize

@@ -54,19 +54,30 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
     act_bytes = BITS[activation_precision] / 8
     name_of = [t[0] for t in low.tensors]
     layers: List[LayerCount] = []
+    infos = low.infos
+
+    def nbytes(t: str) -> float:
+        # Quantized (integer) activations are priced at their own width.
+        dtype = infos[t].dtype
+        return infos[t].size * (dtype.itemsize if dtype.kind in "iu" else act_bytes)
+
     for op, lname, ins, outs, attrs in low.ops:
         if op == "View":
             continue
         in_names = [name_of[i] for i in ins if i >= 0]
         out_names = [name_of[i] for i in outs if i >= 0]
-        infos = low.infos
         out_elems = sum(infos[o].size for o in out_names)
         weights = [t for t in in_names if t in inits]
         data_in = [t for t in in_names if t not in inits]
         n_post = len(attrs.get("post_algs", []))
+        # The runtime's integer kernels (QDQ patterns) compute in int8.
+        int8 = op in ("QConv", "QMatMul", "QAdd")
         layer = LayerCount(lname, list(low.sources.get(lname, [lname])), op, "eltwise",
-                           activation_precision, inputs=in_names, outputs=out_names,
+                           "int8" if int8 else activation_precision, inputs=in_names,
+                           outputs=out_names,
                            output_shape=tuple(infos[out_names[0]].shape) if out_names else ())
+        if int8 and op != "QAdd":
+            op = "Conv" if op == "QConv" else "MatMul"
         if op == "Conv":
             w = infos[in_names[1]].shape
             group = int(attrs.get("group", 1))
@@ -92,16 +103,18 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             layer.other_ops = out_elems * _SOFTMAX_OPS
         elif op in ("Eltwise", "Binary"):
             layer.other_ops = out_elems * (1 + n_post)
+        elif op in ("QAdd", "Quantize", "Dequantize"):
+            layer.other_ops = out_elems * (3 if op == "QAdd" else 1)
         else:  # Concat, Split, Transpose, Copy, Pad: data movement only
             layer.op_class = "data"
         for t in weights:
             arr = inits[t]
             fmt = formats.get(t) or formats.get(lname) or default_format(arr)
             layer.weight_bytes += storage_bytes(arr, fmt)["total"]
-            if np.issubdtype(arr.dtype, np.floating):
+            if np.issubdtype(arr.dtype, np.floating) or (int8 and arr.dtype.kind in "iu"):
                 layer.params += int(arr.size)
-        layer.input_bytes = int(sum(infos[t].size for t in data_in) * act_bytes)
-        layer.output_bytes = int(out_elems * act_bytes)
+        layer.input_bytes = int(sum(nbytes(t) for t in data_in))
+        layer.output_bytes = int(sum(nbytes(t) for t in out_names))
         layers.append(layer)
     return layers
 
@@ -138,5 +151,7 @@ def tensor_lifetimes(low, activation_precision: str = "fp32"):
         if src in death:
             death[src] = steps
     names = sorted(birth)
-    sizes = [float(low.infos[n].size * act_bytes) for n in names]
+    sizes = [float(low.infos[n].size * (low.infos[n].dtype.itemsize
+                                        if low.infos[n].dtype.kind in "iu" else act_bytes))
+             for n in names]
     return sizes, [birth[n] for n in names], [death[n] for n in names]
