@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "lpcv/common/errors.hpp"
 #include "lpcv/common/parallel.hpp"
@@ -29,6 +30,20 @@ constexpr float kZeta = 1.1f, kGamma = -0.1f;
 constexpr double kAdamB1 = 0.9, kAdamB2 = 0.999, kAdamEps = 1e-8;
 constexpr std::int64_t kTargetCacheBytes = std::int64_t(256) << 20;
 constexpr std::int64_t kEvalChunk = 4096;
+
+// Limits the OpenMP pool of the calling thread (oneDNN's GEMM follows it)
+// for the lifetime of the object.
+struct ThreadLimit {
+  int saved;
+  explicit ThreadLimit(int n) : saved(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~ThreadLimit() { omp_set_num_threads(saved); }
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+};
+
+// Below this many multiply-adds per step the OpenMP fork/join (and, on a
+// busy machine, waiting for a descheduled thread) costs more than it saves.
+constexpr std::int64_t kSerialMacs = std::int64_t(1) << 21;
 
 inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
@@ -164,9 +179,13 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   const float* bias = d_.bias ? d_.bias + g * M : nullptr;
   const float qmin = static_cast<float>(range_.qmin), qmax = static_cast<float>(range_.qmax);
   const bool sep = d_.Xq != d_.X;
-  // soft weights and d W~ / d V
+  // soft weights, d W~ / d V (in D) and the regulariser's gradient (in Hv)
+  const float lam = static_cast<float>(p_.reg_weight);
+  const float b = static_cast<float>(beta);
+  std::vector<double> reg_rows(static_cast<std::size_t>(M), 0.0);
   maybe_parallel(par, M, [&](std::int64_t m) {
     const float s = sc[m], z = static_cast<float>(zp[m]);
+    double reg = 0.0;
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t i = m * K + k;
       const float sg = sigmoid(V[i]);
@@ -177,8 +196,18 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
       const float cl = std::clamp(level, qmin, qmax);
       w.Wt[i] = s * (cl - z);
       w.D[i] = (level >= qmin && level <= qmax) ? s * dh : 0.0f;
-      w.Hv[i] = h;
+      float rg = 0.0f;
+      if (use_reg) {
+        // 1 - |2h-1|^b and its derivative -2 b |2h-1|^(b-1) sign(2h-1) dh/dV
+        const float t = 2.0f * h - 1.0f;
+        const float at = std::abs(t);
+        const float pw = at > 0.0f ? std::pow(at, b - 1.0f) : (b == 1.0f ? 1.0f : 0.0f);
+        reg += 1.0 - static_cast<double>(at) * pw;
+        rg = at > 0.0f ? lam * (-2.0f * b * pw * (t > 0.0f ? 1.0f : -1.0f)) * dh : 0.0f;
+      }
+      w.Hv[i] = rg;
     }
+    reg_rows[m] = reg;
   });
   // gather rows
   const float* Xg = d_.X + g * N * K;
@@ -200,39 +229,27 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   forward(xq, nb, K, w.Wt.data(), M, bias, p_.activation, w.Z.data(), false);
   const float gscale = 2.0f / static_cast<float>(nb);
   double rec = 0.0;
-  for (std::int64_t i = 0; i < nb * M; ++i) {
-    const float z = w.Z[i];
-    const float e = act(p_.activation, z) - w.T[i];
-    rec += static_cast<double>(e) * e;
-    w.Z[i] = gscale * e * act_grad(p_.activation, z);
+  auto error_loop = [&](auto a) {
+    for (std::int64_t i = 0; i < nb * M; ++i) {
+      const float z = w.Z[i];
+      const float e = act(a, z) - w.T[i];
+      rec += static_cast<double>(e) * e;
+      w.Z[i] = gscale * e * act_grad(a, z);
+    }
+  };
+  switch (p_.activation) {
+    case Activation::relu: error_loop(Activation::relu); break;
+    case Activation::relu6: error_loop(Activation::relu6); break;
+    default: error_loop(Activation::none); break;
   }
   rec /= static_cast<double>(nb);
   // dL/dW~ = dZ^T x^
   linalg::sgemm(true, false, M, K, nb, 1.0f, w.Z.data(), M, xq, K, 0.0f, w.GW.data(), K);
-  const float lam = static_cast<float>(p_.reg_weight);
-  const float b = static_cast<float>(beta);
-  std::vector<double> reg_rows(use_reg ? static_cast<std::size_t>(M) : 0, 0.0);
   maybe_parallel(par, M, [&](std::int64_t m) {
-    double reg = 0.0;
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t i = m * K + k;
-      float gv = w.GW[i] * w.D[i];
-      if (use_reg) {
-        const float t = 2.0f * w.Hv[i] - 1.0f;
-        const float at = std::abs(t);
-        reg += 1.0 - std::pow(static_cast<double>(at), static_cast<double>(b));
-        if (at > 0.0f) {
-          // d/dh (1 - |2h-1|^b) = -2 b |2h-1|^(b-1) sign(2h-1); times dh/dV
-          const float sg = sigmoid(V[i]);
-          const float u = sg * (kZeta - kGamma) + kGamma;
-          const float dh = (u >= 0.0f && u <= 1.0f) ? (kZeta - kGamma) * sg * (1.0f - sg) : 0.0f;
-          const float dreg = -2.0f * b * std::pow(at, b - 1.0f) * (t > 0.0f ? 1.0f : -1.0f);
-          gv += lam * dreg * dh;
-        }
-      }
-      grad[i] = gv;
+      grad[i] = w.GW[i] * w.D[i] + w.Hv[i];
     }
-    if (use_reg) reg_rows[m] = reg;
   });
   double reg = 0.0;
   for (double r : reg_rows) reg += r;
@@ -286,6 +303,9 @@ void AdaRound::run(std::int64_t n) {
   const std::int64_t B = std::min(p_.batch_size, d_.N);
   const bool sep = d_.Xq != d_.X;
   const std::int64_t t0 = t_;
+  const bool small = B * d_.M * d_.K < kSerialMacs;
+  std::unique_ptr<ThreadLimit> limit;
+  if (small && !over_groups_) limit = std::make_unique<ThreadLimit>(1);
   auto group = [&](std::int64_t g) {
     Work w;
     w.reserve(B, d_.M, d_.K, sep);
