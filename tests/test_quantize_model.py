@@ -269,3 +269,46 @@ def test_expected_activation_matches_monte_carlo():
     np.testing.assert_allclose(_expected_activation(beta, std, "relu6"), np.clip(z, 0, 6).mean(0),
                                atol=0.01)
     np.testing.assert_allclose(_expected_activation(beta, std, None), beta)
+
+
+def session_accuracy(model, quantized="simulate"):
+    kw = {"quantized": quantized} if any(n.op == "QuantizeLinear" for n in model.nodes) else {}
+    sess = lpcv.Session(model, batch_size=500, **kw)
+    name = sess.input_names[0]
+    out = np.concatenate([sess.run({name: X[i:i + 500]})[sess.output_names[0]]
+                          for i in range(0, len(X), 500)])
+    return float((out.argmax(1) == Y).mean() * 100)
+
+
+@pytest.mark.parametrize("name", ["fmnist-lenet5", "fmnist-resnet"])
+def test_gptq_w4a8_loses_at_most_half_of_nearest(name, float_acc):
+    m = lpcv.zoo.reference(name)
+    near, _ = quantize_model(m, CALIB, "w4a8", progress=False)
+    gq, rep = quantize_model(m, CALIB, "w4a8", method="gptq", progress=False)
+    loss_near = float_acc[name] - session_accuracy(near)
+    loss_gptq = float_acc[name] - session_accuracy(gq)
+    assert loss_gptq <= 1.5 and loss_gptq <= 0.5 * max(loss_near, 0.5), (loss_near, loss_gptq)
+    assert set(rep.to_pandas().method) == {"gptq"}
+
+
+def test_empirical_bias_correction_removes_the_mean_output_shift():
+    m = lpcv.zoo.reference("fmnist-lenet5")
+    ref = lpcv.Session(m, batch_size=256).run({"input": CALIB})
+    ref = next(iter(ref.values()))
+
+    def mean_shift(qm):
+        out = lpcv.Session(qm, batch_size=256, quantized="simulate").run({"input": CALIB})
+        return float(np.abs((next(iter(out.values())) - ref).mean(axis=0)).mean())
+
+    plain, _ = quantize_model(m, CALIB, "w3", progress=False)
+    fixed, rep = quantize_model(m, CALIB, "w3", bias_correction=True, progress=False)
+    assert rep.to_pandas().bias_corrected.all()
+    assert mean_shift(fixed) < 0.5 * mean_shift(plain)
+
+
+def test_session_simulation_matches_onnxruntime_literal_qdq(tmp_path):
+    qm, _ = quantize_model(lpcv.zoo.reference("fmnist-resnet"), CALIB, "w4a8", progress=False)
+    sim = lpcv.Session(qm, batch_size=200, quantized="simulate").run({"input": X[:200]})
+    sim = next(iter(sim.values()))
+    lit = ort_outputs(qm, X[:200], tmp_path)
+    np.testing.assert_allclose(sim, lit, atol=1e-3 * np.abs(lit).max())

@@ -515,13 +515,15 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
         stats = None
         if sequential:
             sim = _qdq_model(fm, an, done, act_params)
-            stats = _layer_statistics(sim, fm, layer, data, method, adaround_rows, rng, threads)
+            stats = _layer_statistics(sim, fm, layer, data, method, adaround_rows, rng, threads,
+                                      float_mean=bias_correction == "empirical")
         q_flat = _round(layer, flat, scale, bits, method, stats, adaround_iters, rng)
         q = _from_matrix(layer, q_flat.reshape(G, M, K), w.shape)
         deq = q_flat.astype(np.float32) * (scale[:, None] if scale.size > 1 else scale.reshape(1, 1))
         new_bias = None
         if bias_correction == "empirical":
-            new_bias = _empirical_bias(fm, layer, deq.reshape(G, M, K) - wm, stats["mean"])
+            new_bias = _empirical_bias(fm, layer, deq.reshape(G, M, K), stats["mean"],
+                                       wm, stats["mean_float"])
         elif bias_correction == "analytic":
             new_bias = _analytic_bias(fm, an, layer, deq.reshape(G, M, K) - wm, bn_stats)
         done[layer.name] = _QuantizedWeight(q, scale if gran == "per_channel" else scale.reshape(()),
@@ -693,16 +695,21 @@ def _rows(fm: Model, layer: _Layer, x: np.ndarray, geometry) -> np.ndarray:
 
 
 def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationData, method: str,
-                      max_rows: int, rng, threads) -> Dict[str, Any]:
-    """Mean input row (bias correction), Hessian (GPTQ) or a row sample (AdaRound)."""
+                      max_rows: int, rng, threads, float_mean: bool = False) -> Dict[str, Any]:
+    """Mean input rows (bias correction), Hessian (GPTQ) or a row sample (AdaRound).
+
+    Inputs come from ``sim`` (preceding layers quantized); ``x``/``mean_float``
+    from the float model on the same samples.
+    """
     geometry = _conv_geometry(fm, layer) if layer.node.op == "Conv" else None
     quantized = "simulate" if any(n.op == "QuantizeLinear" or n.op == "DequantizeLinear"
                                   for n in sim.nodes) else None
     q_stream = _stream(sim, [layer.x] if layer.x not in {v.name for v in sim.inputs} else [],
                        data, quantized, threads, "", False)
     f_stream = _stream(fm, [layer.x] if layer.x not in {v.name for v in fm.inputs} else [],
-                       data, None, threads, "", False) if method == "adaround" else None
-    total, count = None, 0
+                       data, None, threads, "", False) if method == "adaround" or float_mean \
+        else None
+    total, total_f, count = None, None, 0
     hess = None
     if method == "gptq":
         from ..layerdata import HessianAccumulator
@@ -717,13 +724,18 @@ def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationDat
         count += xq.shape[1]
         if hess is not None:
             hess.update(fq[layer.x] if geometry else xq[0])
-        if method == "adaround":
+        if f_stream is not None:
             ff = next(f_stream)
             xf = _rows(fm, layer, ff[layer.x], geometry)
+            s = xf.sum(axis=1).astype(np.float64)
+            total_f = s if total_f is None else total_f + s
+        if method == "adaround":
             idx = rng.choice(xq.shape[1], size=min(per_batch, xq.shape[1]), replace=False)
             samples_q.append(xq[:, idx])
             samples_f.append(xf[:, idx])
-    out: Dict[str, Any] = {"mean": (total / max(count, 1)).astype(np.float32)}
+    out: Dict[str, Any] = {"mean": total / max(count, 1)}
+    if total_f is not None:
+        out["mean_float"] = total_f / max(count, 1)
     if hess is not None:
         out["hessian"] = hess.hessian_
     if samples_q:
@@ -754,15 +766,21 @@ def _round(layer: _Layer, flat: np.ndarray, scale: np.ndarray, bits: int, method
 
 
 # ----------------------------------------------------------- bias correction
-def _empirical_bias(fm: Model, layer: _Layer, dw: np.ndarray,
-                    mean_rows: np.ndarray) -> Optional[np.ndarray]:
-    """b − ΔW·E[x̂] per output channel (Nagel et al. eq. 11.28–11.29).
+def _empirical_bias(fm: Model, layer: _Layer, w_hat: np.ndarray, mean_hat: np.ndarray,
+                    w: np.ndarray, mean: np.ndarray) -> Optional[np.ndarray]:
+    """b + W·E[x] − Ŵ·E[x̂] per output channel (Nagel et al. eq. 11.28–11.29).
 
+    ``E[x̂]`` is the layer's mean input row with the preceding layers quantized
+    and ``E[x]`` the float model's, so the quantized layer's mean output
+    matches the float model's on the data, correcting the error the preceding
+    layers pass on as well as this layer's own (ΔW·E[x] when x̂ = x).
     None for MatMul, which has no bias input to fold the correction into.
     """
     if layer.node.op == "MatMul":
         return None
-    shift = np.einsum("gmk,gk->gm", dw.astype(np.float64), mean_rows.astype(np.float64)).reshape(-1)
+    f64 = np.float64
+    shift = (np.einsum("gmk,gk->gm", w_hat.astype(f64), mean_hat.astype(f64))
+             - np.einsum("gmk,gk->gm", w.astype(f64), mean.astype(f64))).reshape(-1)
     return _bias(fm, layer, shift.size) - shift
 
 
@@ -873,4 +891,5 @@ def _analytic_bias(fm: Model, an: _Analysis, layer: _Layer, dw: np.ndarray,
         mean_rows = np.repeat(ex, spatial)[None]
         if mean_rows.shape[1] != K:
             return None
-    return _empirical_bias(fm, layer, dw, mean_rows)
+    zero = np.zeros_like(dw)
+    return _empirical_bias(fm, layer, dw, mean_rows, zero, mean_rows)  # − ΔW·E[x]
