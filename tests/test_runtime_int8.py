@@ -460,3 +460,58 @@ def test_cost_profile_prices_int8_layers_at_int8():
         assert a["weight_bytes"] < 0.35 * b["weight_bytes"] + 4 * w
         assert a["output_bytes"] * 4 == b["output_bytes"]   # uint8 activations
     assert rq.total.latency < rf.total.latency
+
+
+@pytest.mark.parametrize("case", ["conv1d", "conv3d", "dilated_grouped", "matmul3d", "strided"])
+def test_int8_unusual_shapes(case):
+    act = "u8"
+    if case == "matmul3d":
+        g = _G((2, 5, 48), act)
+        x = g.qdq("x", 4 / 127)
+        w, _ = g.weight((48, 10), 1)
+        y = g.qdq(g.node("MatMul", [x, w]), 8 / 255)
+    else:
+        shape = {"conv1d": (2, 8, 12), "conv3d": (1, 8, 5, 6, 7)}.get(case, (2, 8, 11, 11))
+        nd = len(shape) - 2
+        g = _G(shape, act)
+        x = g.qdq("x", 4 / 127)
+        group = 2 if case == "dilated_grouped" else 1
+        w, _ = g.weight((12, 8 // group) + (3,) * nd, 0)
+        kw = dict(pads=[1] * 2 * nd, group=group)
+        if case == "dilated_grouped":
+            kw["dilations"] = [2, 2]
+        if case == "strided":
+            kw.update(strides=[2, 2], pads=[0, 1, 1, 0])
+        y = g.qdq(g.node("Relu", [g.node("Conv", [x, w], **kw)]), 6 / 255, 0)
+    proto = g.model(y)
+    x = RNG.standard_normal(g.x_shape).astype(np.float32)
+    m = lpcv.load(proto.SerializeToString())
+    si = lpcv.Session(m, batch_size=g.x_shape[0])
+    ys = lpcv.Session(m, batch_size=g.x_shape[0], quantized="simulate").run({"x": x})["y"]
+    np.testing.assert_allclose(ys, _ort(proto, {"x": x})["y"], rtol=1e-6, atol=1e-6)
+    yi = si.run({"x": x})["y"]
+    step = 8 / 255 if case == "matmul3d" else 6 / 255
+    assert np.abs(yi - ys).max() <= step * (1 + 1e-4)
+    assert len(_int8_rows(si)) == 1 and si.int8_fallbacks == []
+
+
+def test_oneDNN_refusal_falls_back_to_simulation(monkeypatch):
+    # Pretend oneDNN has no kernel for the first int8 convolution.
+    proto = _synthetic("residual", "u8")
+    m = lpcv.load(proto.SerializeToString())
+    real = lpcv.runtime._core.Plan
+
+    def picky(tensors, ops, *args):
+        for op in ops:
+            if op[0] == "QConv" and "Add" not in op[1]:
+                raise lpcv.exceptions.UnsupportedError(f"QConv {op[1]}: no oneDNN int8 kernel")
+        return real(tensors, ops, *args)
+
+    monkeypatch.setattr(lpcv.runtime._core, "Plan", picky)
+    si = lpcv.Session(m, batch_size=2)
+    assert len(si.int8_fallbacks) == 1
+    rows = _int8_rows(si)
+    assert len(rows) == 1 and "Add" in rows[0]["node"]
+    x = RNG.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    ys = lpcv.Session(m, batch_size=2, quantized="simulate").run({"x": x})["y"]
+    assert np.abs(si.run({"x": x})["y"] - ys).max() <= 8 / 255 * (1 + 1e-4)

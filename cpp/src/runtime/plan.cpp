@@ -187,6 +187,33 @@ std::string impl_name(const dnnl::primitive_desc_base& pd) {
   }
 }
 
+// Quantized addition y = Q(clamp(DQ(a) + DQ(b), lo, hi)) in the float
+// arithmetic of the simulation: DQ = (q - z) * s, one IEEE addition, the
+// activation clamp, then QuantizeLinear (x / s, saturate, round half to even
+// with the 1.5*2^23 trick, + z). Both operands are bytes, so the whole
+// function is a 256 x 256 table, computed once by this scalar code; running
+// it is a table lookup per element (exact, no FMA contraction possible).
+struct QAddParams {
+  float sa, za, sb, zb, sy, zy, lo, hi, qlo, qhi;
+};
+
+std::uint8_t qadd_scalar(int a, int b, const QAddParams& p) {
+  constexpr float kMagic = 12582912.0f;
+  const volatile float fa = (float(a) - p.za) * p.sa;
+  const volatile float fb = (float(b) - p.zb) * p.sb;
+  volatile float v = fa + fb;
+  float w = v;
+  w = w < p.lo ? p.lo : w;
+  w = w > p.hi ? p.hi : w;
+  volatile float d = w / p.sy;
+  w = d;
+  w = w < p.qlo ? p.qlo : w;
+  w = w > p.qhi ? p.qhi : w;
+  volatile float r = w + kMagic;
+  const float rr = r - kMagic;
+  return static_cast<std::uint8_t>(static_cast<std::int32_t>(rr + p.zy));  // two's complement
+}
+
 }  // namespace
 
 struct Plan::Impl {
@@ -1241,41 +1268,29 @@ struct Plan::Impl {
     const float qlo = (ty == DType::u8 ? 0.f : -128.f) - zy;
     const float qhi = (ty == DType::u8 ? 255.f : 127.f) - zy;
     const std::int64_t n = numel(y);
-    auto body = [=](const auto* pa, const auto* pb, auto* py) {
-      constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: round half to even
-      constexpr std::int64_t kChunk = 8192;
+    const QAddParams qp{sa, za, sb, zb, sy, zy, lo, hi, qlo, qhi};
+    // table[(a byte) * 256 + (b byte)] = y byte
+    auto table = std::make_shared<std::vector<std::uint8_t>>(65536);
+    for (int i = 0; i < 256; ++i) {
+      const int av = t0 == DType::s8 ? int(std::int8_t(std::uint8_t(i))) : i;
+      for (int j = 0; j < 256; ++j) {
+        const int bv = t1 == DType::s8 ? int(std::int8_t(std::uint8_t(j))) : j;
+        (*table)[i * 256 + j] = qadd_scalar(av, bv, qp);
+      }
+    }
+    push_kernel(op, "add_int8", {s0, s1, ys}, [=](const std::vector<void*>& p) {
+      constexpr std::int64_t kChunk = 16384;
       const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+      const std::uint8_t* T = table->data();
+      const auto* pa = static_cast<const std::uint8_t*>(p[0]);
+      const auto* pb = static_cast<const std::uint8_t*>(p[1]);
+      auto* py = static_cast<std::uint8_t*>(p[2]);
 #pragma omp parallel for schedule(static) if (chunks > 1)
       for (std::int64_t c = 0; c < chunks; ++c) {
         const std::int64_t i1 = std::min(n, (c + 1) * kChunk);
-#pragma omp simd
-        for (std::int64_t i = c * kChunk; i < i1; ++i) {
-          const float fa = (float(pa[i]) - za) * sa;
-          const float fb = (float(pb[i]) - zb) * sb;
-          float v = fa + fb;
-          v = v < lo ? lo : v;
-          v = v > hi ? hi : v;
-          v = v / sy;
-          v = v < qlo ? qlo : v;
-          v = v > qhi ? qhi : v;
-          const float r = (v + kMagic) - kMagic;
-          py[i] = static_cast<std::remove_pointer_t<decltype(py)>>(std::int32_t(r + zy));
-        }
+        for (std::int64_t i = c * kChunk; i < i1; ++i)
+          py[i] = T[std::size_t(pa[i]) << 8 | pb[i]];
       }
-    };
-    const char* kind = "add_int8";
-    push_kernel(op, kind, {s0, s1, ys}, [=](const std::vector<void*>& p) {
-      auto u = [](void* v) { return static_cast<std::uint8_t*>(v); };
-      auto s = [](void* v) { return static_cast<std::int8_t*>(v); };
-      const bool a8 = t0 == DType::s8, b8 = t1 == DType::s8, y8 = ty == DType::s8;
-      if (!a8 && !b8 && !y8) body(u(p[0]), u(p[1]), u(p[2]));
-      else if (a8 && b8 && y8) body(s(p[0]), s(p[1]), s(p[2]));
-      else if (!a8 && b8 && !y8) body(u(p[0]), s(p[1]), u(p[2]));
-      else if (a8 && !b8 && !y8) body(s(p[0]), u(p[1]), u(p[2]));
-      else if (!a8 && !b8 && y8) body(u(p[0]), u(p[1]), s(p[2]));
-      else if (a8 && !b8 && y8) body(s(p[0]), u(p[1]), s(p[2]));
-      else if (!a8 && b8 && y8) body(u(p[0]), s(p[1]), s(p[2]));
-      else body(s(p[0]), s(p[1]), u(p[2]));
     });
     steps.back().info.detail = cat("lpcv (int8 ", dt_name(t0), "+", dt_name(t1), "->",
                                    dt_name(ty), ")");
