@@ -515,3 +515,9 @@ def test_oneDNN_refusal_falls_back_to_simulation(monkeypatch):
     x = RNG.standard_normal((2, 8, 10, 10)).astype(np.float32)
     ys = lpcv.Session(m, batch_size=2, quantized="simulate").run({"x": x})["y"]
     assert np.abs(si.run({"x": x})["y"] - ys).max() <= 8 / 255 * (1 + 1e-4)
+
+
+def test_runtime_docstring_examples():
+    import doctest
+    res = doctest.testmod(lpcv.runtime, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 10 and res.failed == 0

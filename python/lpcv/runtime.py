@@ -9,7 +9,26 @@ Lowered ops understood by the C++ core (``cpp/src/runtime/plan.cpp``):
 post-op lists ``post_algs``/``post_alpha``/``post_beta``), ``Eltwise``
 (``alg`` code), ``Binary`` (``kind``), ``Pool`` (``mode``), ``BatchNormalization``,
 ``Softmax``, ``Concat``, ``Split``, ``Transpose``, ``View`` (reshape without
-copying), ``Copy`` and ``Pad``.
+copying), ``Copy`` and ``Pad``; for quantized (QDQ) models also ``Quantize`` /
+``Dequantize`` (ONNX QuantizeLinear / DequantizeLinear: ``scales``,
+``zero_points``, ``axis`` = -1 for per-tensor) and the integer ops ``QConv``,
+``QMatMul`` (int8 weights with ``w_scales``, ``src_scale``/``src_zp``, optional
+``dst_scale``/``dst_zp`` for an integer output, post-ops where a sum carries
+the residual's scale and zero point) and ``QAdd`` (``a_``/``b_``/``dst_``
+scales and zero points, activation bounds ``lo``/``hi``).
+
+Quantized models (``Session(quantized=...)``): a ``DequantizeLinear`` of an
+initializer is folded to a float constant; ``QuantizeLinear`` and
+``DequantizeLinear`` on activations run as kernels with the ONNX arithmetic
+(round half to even, saturation), so ``quantized="simulate"`` reproduces
+onnxruntime's literal QDQ execution. ``quantized="int8"`` (the default) first
+moves dequantization past ``MaxPool``/``Reshape``/``Flatten`` (exact: it is
+monotone and element-wise), drops ``QuantizeLinear(DequantizeLinear(q))``
+pairs with equal parameters, then lowers
+``DQ(x) → Conv/Gemm/MatMul(DQ(w int8)) [→ Add(DQ(r))] [→ activations] → Q`` to
+one oneDNN int8 primitive and ``Add(DQ(a), DQ(b)) [→ Relu/Clip] → Q`` to an
+exact integer kernel. Anything else, or a pattern oneDNN refuses, is
+simulated (:attr:`Session.int8_fallbacks` lists the refused ones).
 
 Examples
 --------
@@ -777,11 +796,24 @@ class Session:
         definition (round half to even, saturation). Models without Q/DQ nodes
         run the same either way.
 
+    Attributes
+    ----------
+    int8_fallbacks : list of str
+        Nodes whose int8 pattern oneDNN could not run, so they are simulated
+        (empty normally).
+
     Raises
     ------
     UnsupportedOpError
         When the model has an op the runtime lacks (the message lists the
         supported ones).
+    ValidationError
+        For a bad argument (e.g. an unknown ``quantized`` value).
+    ModelError, ShapeError, UnsupportedError
+        For QuantizeLinear/DequantizeLinear nodes the runtime cannot run: a
+        scale that is not a constant float32 or not finite and > 0, a zero
+        point whose type differs from the data, an axis out of range,
+        blocked quantization.
 
     Examples
     --------
@@ -790,6 +822,32 @@ class Session:
     >>> x = np.zeros((2, 1, 28, 28), np.float32)
     >>> sess.run({"input": x})["logits"].shape
     (2, 10)
+
+    A quantized model (QDQ), run with int8 kernels and simulated:
+
+    >>> from lpcv.graph import Model, Node
+    >>> w = np.random.default_rng(0).integers(-50, 50, (4, 1, 3, 3)).astype(np.int8)
+    >>> q = Model(
+    ...     nodes=[Node("QuantizeLinear", "q", ["x", "s", "z"], ["xq"]),
+    ...            Node("DequantizeLinear", "dq", ["xq", "s", "z"], ["xd"]),
+    ...            Node("DequantizeLinear", "dw", ["w", "ws", "wz"], ["wd"], {"axis": 0}),
+    ...            Node("Conv", "conv", ["xd", "wd"], ["c"], {"pads": [1, 1, 1, 1]}),
+    ...            Node("Relu", "relu", ["c"], ["r"]),
+    ...            Node("QuantizeLinear", "qy", ["r", "sy", "z"], ["y"])],
+    ...     inputs=[lpcv.graph.ValueInfo("x", (1, 1, 8, 8))],
+    ...     outputs=[lpcv.graph.ValueInfo("y", (1, 4, 8, 8), np.uint8)],
+    ...     initializers={"s": np.array(0.02, np.float32), "z": np.array(128, np.uint8),
+    ...                   "w": w, "ws": np.full(4, 0.01, np.float32),
+    ...                   "wz": np.zeros(4, np.int8), "sy": np.array(0.05, np.float32)},
+    ...     opset=13)
+    >>> x = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    >>> int8 = lpcv.Session(q)
+    >>> [r["impl"].split(" (")[1] for r in int8.steps().rows if "int8" in r["impl"]]
+    ['int8 u8:s8:u8)']
+    >>> y_int8 = int8.run({"x": x})["y"]
+    >>> y_sim = lpcv.Session(q, quantized="simulate").run({"x": x})["y"]
+    >>> y_int8.dtype, int(np.abs(y_int8.astype(int) - y_sim).max()) <= 1
+    (dtype('uint8'), True)
     """
 
     def __init__(self, model: Model, batch_size: int = 1, threads: Optional[int] = None,
