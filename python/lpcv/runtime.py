@@ -961,7 +961,9 @@ class Session:
         ----------
         feeds : dict of str to array
             One array per model input. Float arrays are converted to float32;
-            other dtypes raise ``TypeError``.
+            other dtypes raise ``TypeError``, except for inputs the model
+            declares as integers (quantized uint8/int8 data), which need
+            exactly that dtype.
         check_finite : bool, default True
             Reject inputs holding NaN or Inf: oneDNN kernels do not
             propagate them the way ONNX defines (ReLU maps NaN to 0), so the
