@@ -453,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="GPTQ layer size M = K (default 4096; --quick: 256; 0 skips GPTQ)")
     p.add_argument("--gptq-rows", type=int, default=None,
                    help="GPTQ calibration rows (default 2048; --quick: 512)")
-    p.add_argument("--gptq-rounds", type=int, default=None, help="GPTQ runs (default 3)")
+    p.add_argument("--gptq-rounds", type=int, default=None, help="GPTQ runs (default 5)")
     p.add_argument("--max-load", type=float, default=1.0,
                    help="wait for the 1-minute load average to drop below this before timing")
     p.add_argument("--wait", type=float, default=None,
@@ -481,7 +481,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gsize = 256 if args.quick and args.gptq_size is None else (
         4096 if args.gptq_size is None else args.gptq_size)
     grows = args.gptq_rows or (512 if args.quick else 2048)
-    grounds = args.gptq_rounds or (2 if args.quick else 3)
+    grounds = args.gptq_rounds or (2 if args.quick else 5)
     if gsize < 0 or grows < 1 or grounds < 1:
         print("--gptq-size must be >= 0, --gptq-rows and --gptq-rounds >= 1", file=sys.stderr)
         return 2

@@ -227,3 +227,12 @@ def test_bad_input():
         adaround(w, x.astype(np.int32), s)
     with pytest.raises(TypeError):
         adaround(w, x, s, random_state="seed")
+
+
+def test_extreme_ratios_clamp_without_overflow():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((50, 4)).astype(np.float32)
+    w = np.array([[1e30, -1e30, 0.3, 2.0]], np.float32)
+    q, info = adaround(w, x, np.float32(1e-30), bits=4, iters=20, random_state=0)
+    np.testing.assert_array_equal(q, [[7, -8, 7, 7]])
+    assert np.isfinite(info.loss)

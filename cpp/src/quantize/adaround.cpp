@@ -143,11 +143,15 @@ AdaRound::AdaRound(const AdaRoundData& d, const AdaRoundParams& p) : d_(d), p_(p
     const float sc = d.scale[r];
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t i = r * K + k;
-      const float q = d.W[i] / sc;
+      const float q = d.W[i] / sc;  // may overflow to +-inf for tiny scales
       const float f = std::floor(q);
-      floor_[i] = f;
+      // Levels this far outside the grid clamp the same way (and stay
+      // representable as integers): floor in [qmin - z - 2, qmax - z + 1].
+      const float z = static_cast<float>(d.zero_point[r]);
+      floor_[i] = std::clamp(f, static_cast<float>(range_.qmin) - z - 2.0f,
+                             static_cast<float>(range_.qmax) - z + 1.0f);
       // h(V) = frac: sigmoid(V) = (frac - gamma) / (zeta - gamma) in [1/12, 11/12]
-      const float frac = std::clamp(q - f, 0.0f, 1.0f);
+      const float frac = std::isfinite(q) ? std::clamp(q - f, 0.0f, 1.0f) : 0.0f;
       const float pr = (frac - kGamma) / (kZeta - kGamma);
       V_[i] = std::log(pr / (1.0f - pr));
     }

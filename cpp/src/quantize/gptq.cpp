@@ -99,8 +99,16 @@ Group gptq_group(const float* W0, const float* H0, std::int64_t g, std::int64_t 
       }
       row_loss[m] += l;
     };
-    if (inner_parallel) parallel_for(M, row, 16);
-    else for (std::int64_t m = 0; m < M; ++m) row(m);
+    if (inner_parallel) {
+      // dynamic chunks: on a shared machine a descheduled thread's rows are
+      // taken over by the others
+      constexpr std::int64_t kRows = 32;
+      parallel_for_dynamic((M + kRows - 1) / kRows, [&](std::int64_t c) {
+        for (std::int64_t m = c * kRows; m < std::min(M, (c + 1) * kRows); ++m) row(m);
+      }, 2);
+    } else {
+      for (std::int64_t m = 0; m < M; ++m) row(m);
+    }
     const std::int64_t rest = K - i1 - nb;
     if (rest > 0)
       linalg::sgemm(false, false, M, rest, nb, -1.0f, Err.data(), nb, U.data() + i1 * K + i1 + nb,
