@@ -326,6 +326,15 @@ def _synthetic(kind, act):
         s = g.node("Add", [c2, x])       # residual straight into the next quantizer:
         s = g.node("Relu", [s])           # a sum post-op with the input's scale
         return g.model(g.qdq(s, 8 / 255 if act == "u8" else 6 / 127, z_relu))
+    if kind == "projection":  # float shortcut conv added into the main conv
+        g = _G((2, 8, 10, 10), act)
+        x = g.qdq("x", 4 / 127)
+        w1, _ = g.weight((16, 8, 1, 1), 0)
+        short = g.node("Conv", [x, w1, g.const(RNG.standard_normal(16).astype(np.float32))])
+        w2, _ = g.weight((16, 8, 3, 3), 0)
+        c = g.node("Conv", [x, w2], pads=[1, 1, 1, 1])
+        s = g.node("Relu", [g.node("Add", [c, short])])
+        return g.model(g.qdq(s, 8 / 255 if act == "u8" else 6 / 127, z_relu))
     if kind == "gemm":  # int32 bias via DequantizeLinear, as onnxruntime writes it
         g = _G((4, 48), act)
         x = g.qdq("x", 4 / 127)
@@ -344,7 +353,7 @@ def _synthetic(kind, act):
     raise AssertionError(kind)
 
 
-KINDS = ["conv", "residual", "depthwise", "pertensor", "int4", "gemm", "matmul"]
+KINDS = ["conv", "residual", "projection", "depthwise", "pertensor", "int4", "gemm", "matmul"]
 
 
 @pytest.mark.parametrize("act", ["u8", "s8"])
@@ -377,7 +386,7 @@ def test_int8_kernels_match_simulation_on_small_graphs(kind, act):
     assert all(f"int8 {act}" in r["impl"] for r in rows if r["kind"] in ("convolution",
                                                                            "matmul"))
     assert not _int8_rows(ss)
-    if kind == "residual":  # the Add became a sum post-op of the second conv
+    if kind in ("residual", "projection"):  # the Add became a post-op of the second conv
         assert [r["node"].count("Add") for r in rows] == [0, 1]
         assert not any(r["kind"] == "add_int8" for r in si.steps().rows)
 
@@ -521,3 +530,18 @@ def test_runtime_docstring_examples():
     import doctest
     res = doctest.testmod(lpcv.runtime, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 10 and res.failed == 0
+
+
+@pytest.mark.parametrize("name", ["fmnist-resnet", "fmnist-mobilenet"])
+def test_lpcv_quantize_model_output_runs_all_int8(name):
+    x, _ = lpcv.data.load_sample(128)
+    q, _ = lpcv.quantize.quantize_model(lpcv.zoo.reference(name), x[:64], "w8a8",
+                                        progress=False, activation_range="minmax")
+    si = lpcv.Session(q, batch_size=128)
+    ss = lpcv.Session(q, batch_size=128, quantized="simulate")
+    n_linear = sum(n.op in ("Conv", "Gemm", "MatMul") for n in q.nodes)
+    rows = [r for r in _int8_rows(si) if r["kind"] in ("convolution", "matmul")]
+    assert len(rows) == n_linear and si.int8_fallbacks == []
+    assert not [r for r in si.steps().rows if r["kind"] in ("binary", "eltwise")]
+    a, b = si.run({"input": x})["logits"], ss.run({"input": x})["logits"]
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.98

@@ -61,7 +61,7 @@ from .transforms import fold_batchnorm, fold_constants, prune_unused, remove_ide
 __all__ = ["Session", "Timing", "SUPPORTED_OPS"]
 
 # Eltwise codes shared with plan.cpp (eltwise_alg()).
-_RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM = range(8)
+_RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM, _ADD_TENSOR = range(9)
 
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
@@ -527,7 +527,7 @@ class _Lowered:
         # Follow the fusible chain: a residual Add (Conv only), activations,
         # and the QuantizeLinear that ends it.
         names, post, out = [n.name], [], n.outputs[0]
-        residual: Optional[Tuple[str, _QParams]] = None
+        residual: Optional[Tuple[str, Optional[_QParams]]] = None
         quant: Optional[Node] = None
         trail: List[Tuple[List[str], List[Tuple[int, float, float]], str]] = [
             (list(names), [], out)]
@@ -535,11 +535,19 @@ class _Lowered:
             if (r.op == "Add" and n.op == "Conv" and residual is None and not post
                     and len(r.inputs) == 2):
                 other = r.inputs[1] if r.inputs[0] == out else r.inputs[0]
-                res = self._dq_input(other) if other != out else None
-                if res is None or self.infos[other].shape != self.infos[out].shape:
+                if other == out or self.infos[other].shape != self.infos[out].shape:
                     break
-                residual = res
-                post.append((_SUM, float(res[1].scale[0]), float(res[1].zero_point[0])))
+                res = self._dq_input(other)
+                if res is not None:  # integer residual: a sum post-op on dst
+                    residual = res
+                    post.append((_SUM, float(res[1].scale[0]), float(res[1].zero_point[0])))
+                elif other not in m.initializers and self.infos[other].dtype == np.float32:
+                    # float residual (e.g. a projection shortcut without its
+                    # own quantizer): a binary-add post-op
+                    residual = (other, None)
+                    post.append((_ADD_TENSOR, 0.0, 0.0))
+                else:
+                    break
             elif (act := self._activation(r)) is not None:
                 post.append(act)
             elif r.op == "QuantizeLinear" and r.name in self.qparams \
@@ -559,7 +567,8 @@ class _Lowered:
             # sum post-op on the integer input; stop before it.
             names, post, out = trail[-1]
             residual = None
-        elif residual is not None and residual[1].qtype != self.infos[out].dtype:
+        elif (residual is not None and residual[1] is not None
+              and residual[1].qtype != self.infos[out].dtype):
             return False
         for k in names[1:]:
             consumed.add(k)

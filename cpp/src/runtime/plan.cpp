@@ -103,6 +103,7 @@ dnnl::algorithm eltwise_alg(std::int64_t code) {
   throw InvalidArgument(cat("unknown eltwise code ", code));
 }
 constexpr std::int64_t kPostSum = 7;
+constexpr std::int64_t kPostAddTensor = 8;  // int8 ops: binary add of a float input
 
 struct Buffer {
   std::size_t bytes = 0;
@@ -1114,6 +1115,16 @@ struct Plan::Impl {
         if (tensors[q.residual].dtype != yt)
           throw Unsupported(cat(op.op, " ", op.name, ": residual and output types differ"));
         po.append_sum(float(alpha[i]), std::int32_t(beta[i]), to_dnnl(yt));
+      } else if (algs[i] == kPostAddTensor) {
+        if (q.residual >= 0 || op.inputs.size() < 4)
+          throw InvalidArgument(cat("op ", op.name, ": misplaced add post-op"));
+        const int r = in(op, 3);
+        if (tensors[r].dtype != DType::f32 || dims_of(r) != dims_of(y))
+          throw Unsupported(cat(op.op, " ", op.name, ": the added tensor must be float32 of "
+                                "the output's shape"));
+        const int rs = primary(r);
+        po.append_binary(dnnl::algorithm::binary_add, slots[rs].md);
+        q.args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(int(i)) | DNNL_ARG_SRC_1, rs});
       } else {
         po.append_eltwise(eltwise_alg(algs[i]), float(alpha[i]), float(beta[i]));
       }
