@@ -236,3 +236,11 @@ def test_extreme_ratios_clamp_without_overflow():
     q, info = adaround(w, x, np.float32(1e-30), bits=4, iters=20, random_state=0)
     np.testing.assert_array_equal(q, [[7, -8, 7, 7]])
     assert np.isfinite(info.loss)
+
+
+def test_doctests():
+    import doctest
+
+    import lpcv.quantize.adaround as mod
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0

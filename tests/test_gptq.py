@@ -201,3 +201,11 @@ def test_bad_input():
         gptq(w, hn, scale)
     with pytest.raises(TypeError):
         gptq(w, h, scale, 0.5)
+
+
+def test_doctests():
+    import doctest
+
+    import lpcv.quantize.gptq as mod
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0

@@ -221,3 +221,11 @@ def test_inverse_cholesky_upper_and_sgemm():
     a = rng.standard_normal((7, 5)).astype(np.float32)
     b = rng.standard_normal((7, 3)).astype(np.float32)
     np.testing.assert_allclose(_core.sgemm(a, b, True, False), a.T @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_doctests():
+    import doctest
+
+    import lpcv.layerdata as mod
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0

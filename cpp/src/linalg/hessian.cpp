@@ -29,16 +29,36 @@ bool all_finite(const float* x, std::int64_t n) {
   return std::none_of(bad.begin(), bad.end(), [](int b) { return b != 0; });
 }
 
-// S += buf (k x k), parallel over rows unless already inside a region.
-void add_into(double* S, const float* buf, std::int64_t k, bool parallel) {
+// Rows of at least this many columns get a triangular product (half the
+// flops, in column blocks of kTriBlock); narrower ones one full GEMM.
+constexpr std::int64_t kTriMin = 1024, kTriBlock = 512;
+
+// S (upper triangle incl. diagonal, or all of it when !tri) += buf.
+void add_into(double* S, const float* buf, std::int64_t k, bool tri, bool parallel) {
   auto row = [&](std::int64_t i) {
+    const std::int64_t j0 = tri ? i : 0;
     double* s = S + i * k;
     const float* b = buf + i * k;
 #pragma omp simd
-    for (std::int64_t j = 0; j < k; ++j) s[j] += static_cast<double>(b[j]);
+    for (std::int64_t j = j0; j < k; ++j) s[j] += static_cast<double>(b[j]);
   };
-  if (parallel) parallel_for(k, row, 64);
+  if (parallel) parallel_for_dynamic((k + 63) / 64, [&](std::int64_t c) {
+    for (std::int64_t i = c * 64; i < std::min(k, (c + 1) * 64); ++i) row(i);
+  }, 2);
   else for (std::int64_t i = 0; i < k; ++i) row(i);
+}
+
+// Copies the upper triangle of S into the lower one (64 x 64 tiles).
+void mirror_upper(double* S, std::int64_t k, bool parallel) {
+  constexpr std::int64_t T = 64;
+  const std::int64_t nt = (k + T - 1) / T;
+  auto tile_row = [&](std::int64_t bi) {
+    for (std::int64_t bj = 0; bj <= bi; ++bj)
+      for (std::int64_t i = bi * T; i < std::min(k, (bi + 1) * T); ++i)
+        for (std::int64_t j = bj * T; j < std::min(i, (bj + 1) * T); ++j) S[i * k + j] = S[j * k + i];
+  };
+  if (parallel) parallel_for_dynamic(nt, tile_row, 2);
+  else for (std::int64_t b = 0; b < nt; ++b) tile_row(b);
 }
 
 // One group's chunked X^T X; `rows_of(r0, nr, dst)` fills nr rows.
@@ -46,12 +66,23 @@ template <typename Fill>
 void gram_group(std::int64_t n, std::int64_t k, double* S, bool parallel, Fill&& rows_of,
                 std::vector<float>& chunk, std::vector<float>& buf) {
   buf.resize(static_cast<std::size_t>(k * k));
+  const bool tri = k >= kTriMin;
   for (std::int64_t r0 = 0; r0 < n; r0 += kGramChunkRows) {
     const std::int64_t nr = std::min(kGramChunkRows, n - r0);
     const float* Xc = rows_of(r0, nr, chunk);
-    sgemm(true, false, k, k, nr, 1.0f, Xc, k, Xc, k, 0.0f, buf.data(), k);
-    add_into(S, buf.data(), k, parallel);
+    if (tri) {
+      // block row [j0, j1) of the upper triangle: X[:, j0:j1]^T X[:, j0:]
+      for (std::int64_t j0 = 0; j0 < k; j0 += kTriBlock) {
+        const std::int64_t jb = std::min(kTriBlock, k - j0);
+        sgemm(true, false, jb, k - j0, nr, 1.0f, Xc + j0, k, Xc + j0, k, 0.0f,
+              buf.data() + j0 * k + j0, k);
+      }
+    } else {
+      sgemm(true, false, k, k, nr, 1.0f, Xc, k, Xc, k, 0.0f, buf.data(), k);
+    }
+    add_into(S, buf.data(), k, tri, parallel);
   }
+  if (tri) mirror_upper(S, k, parallel);
 }
 
 }  // namespace
