@@ -229,3 +229,14 @@ def test_doctests():
     import lpcv.layerdata as mod
     res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_wide_inputs_triangular_product():
+    # >= 1024 inputs take the triangular path (blocks of 512 columns, mirrored)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4500, 1100)).astype(np.float32)  # two row chunks
+    acc = HessianAccumulator("dense").update(x[:100]).update(x[100:])
+    ref = 2.0 / len(x) * x.T.astype(np.float64) @ x.astype(np.float64)
+    h = acc.hessian_[0]
+    np.testing.assert_array_equal(h, h.T)
+    np.testing.assert_allclose(h, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
