@@ -93,7 +93,7 @@ def test_asymmetric_unsigned_grid_and_zero_points():
 
 def test_beats_round_to_nearest_on_correlated_inputs():
     rng = np.random.default_rng(2)
-    w, h, scale, x = problem(rng, m=64, k=256, n=2000)
+    w, h, _, x = problem(rng, m=64, k=256, n=2000)
     for bits in (3, 4):
         qmax = 2 ** (bits - 1) - 1
         s = (np.abs(w).max(axis=1) / qmax).astype(np.float32)
@@ -206,6 +206,8 @@ def test_bad_input():
 def test_doctests():
     import doctest
 
+    import lpcv.quantize._layerwise as helpers
     import lpcv.quantize.gptq as mod
-    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert res.attempted > 0 and res.failed == 0
+    for m in (mod, helpers):
+        res = doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.attempted > 0 and res.failed == 0

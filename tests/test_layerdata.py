@@ -3,7 +3,6 @@ and the streaming Hessian (vs float64 NumPy X^T X)."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -184,7 +183,7 @@ def test_sample_rows_bounded_matched_and_deterministic():
 
 def test_hessian_bad_input():
     with pytest.raises(NotFittedError):
-        HessianAccumulator().hessian_
+        _ = HessianAccumulator().hessian_
     with pytest.raises(ValidationError, match="kind"):
         HessianAccumulator("lstm").update(np.zeros((2, 2), np.float32))
     with pytest.raises(ValidationError, match="kernel_shape"):

@@ -86,7 +86,24 @@ def grid(scale: Any, zero_point: Any, G: int, M: int, bits: Any, signed: Any,
 
 
 def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float:
-    """``sum_g tr((W_g - W^_g) H_g (W_g - W^_g)^T)`` in float64."""
+    """Output reconstruction error ``sum_g tr((W_g - W^_g) H_g (W_g - W^_g)^T)``.
+
+    With ``H = 2 X^T X / n`` this is ``2 / n * ||X (W - W^)^T||^2``: twice the
+    mean squared output error per row. Computed in float64.
+
+    Parameters
+    ----------
+    w, w_hat : array_like, shape (M, K) or (G, M, K)
+        Float weights and (dequantized) approximations.
+    hessian : array_like, shape (K, K) or (G, K, K)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lpcv.quantize.gptq import reconstruction_error
+    >>> reconstruction_error(np.ones((1, 2)), np.zeros((1, 2)), 2 * np.eye(2))
+    4.0
+    """
     d = np.asarray(w, np.float64) - np.asarray(w_hat, np.float64)
     h = np.asarray(hessian, np.float64)
     if d.ndim == 2:
