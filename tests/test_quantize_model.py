@@ -316,3 +316,28 @@ def test_session_simulation_matches_onnxruntime_literal_qdq(tmp_path):
     close = np.abs(sim - lit) <= 1e-3 * np.abs(lit).max()
     assert close.mean() >= 0.99
     assert np.mean(sim.argmax(1) == lit.argmax(1)) >= 0.995
+
+
+def test_adaround_w4a8_loses_at_most_half_of_nearest(float_acc):
+    m = lpcv.zoo.reference("fmnist-lenet5")
+    near, _ = quantize_model(m, CALIB, "w4a8", progress=False)
+    ada, rep = quantize_model(m, CALIB, "w4a8", method="adaround", adaround_iters=500,
+                              progress=False)
+    loss_near = float_acc["fmnist-lenet5"] - session_accuracy(near)
+    loss_ada = float_acc["fmnist-lenet5"] - session_accuracy(ada)
+    assert loss_near > 1.0
+    assert loss_ada <= 1.5 and loss_ada <= 0.5 * loss_near, (loss_near, loss_ada)
+    # Every AdaRound weight is the floor or the ceiling of w/s (never further).
+    fm = lpcv.transforms.fold_batchnorm(m)
+    for n in ada.nodes:
+        if n.op == "DequantizeLinear" and n.inputs[0] in ada.initializers \
+                and ada.initializers[n.inputs[0]].dtype == np.int8:
+            q = ada.initializers[n.inputs[0]].astype(np.float64)
+            s = ada.initializers[n.inputs[1]].astype(np.float64)
+            layer = next(k for k in ada.nodes if n.outputs[0] in k.inputs)
+            w = fm.initializers[fm.node(layer.name).inputs[1]].astype(np.float64)
+            axis = n.attrs.get("axis", 1)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            r = w / s.reshape(shape)
+            assert np.all((q >= np.floor(r) - 1e-9) & (q <= np.ceil(r) + 1e-9) | (q == -8) | (q == 7))

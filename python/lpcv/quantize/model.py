@@ -517,7 +517,8 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
             sim = _qdq_model(fm, an, done, act_params)
             stats = _layer_statistics(sim, fm, layer, data, method, adaround_rows, rng, threads,
                                       float_mean=bias_correction == "empirical")
-        q_flat = _round(layer, flat, scale, bits, method, stats, adaround_iters, rng)
+        bias = fm.initializers[layer.bias] if layer.bias is not None else None
+        q_flat = _round(layer, flat, scale, bits, method, stats, adaround_iters, rng, bias)
         q = _from_matrix(layer, q_flat.reshape(G, M, K), w.shape)
         deq = q_flat.astype(np.float32) * (scale[:, None] if scale.size > 1 else scale.reshape(1, 1))
         new_bias = None
@@ -745,7 +746,7 @@ def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationDat
 
 
 def _round(layer: _Layer, flat: np.ndarray, scale: np.ndarray, bits: int, method: str,
-           stats, iters: int, rng) -> np.ndarray:
+           stats, iters: int, rng, bias: Optional[np.ndarray] = None) -> np.ndarray:
     if method == "nearest":
         return _round_nearest(flat, scale, bits)
     G = stats["mean"].shape[0]
@@ -757,8 +758,8 @@ def _round(layer: _Layer, flat: np.ndarray, scale: np.ndarray, bits: int, method
         q = gptq(np.ascontiguousarray(wm), stats["hessian"], np.ascontiguousarray(sc), bits=bits)
     else:
         from .adaround import adaround
-        q = adaround(wm, stats["x"], np.ascontiguousarray(sc), bits=bits,
-                     bias=None, activation=None, x_quantized=stats["x_quantized"],
+        q = adaround(np.ascontiguousarray(wm), stats["x"], np.ascontiguousarray(sc), bits=bits,
+                     bias=bias, activation=layer.activation, x_quantized=stats["x_quantized"],
                      iters=iters, random_state=int(rng.integers(2 ** 31)))
     if isinstance(q, tuple):
         q = q[0]
