@@ -58,11 +58,11 @@ _openmp_defaults()
 _load_core()
 
 from . import cost, data, exceptions, transforms, zoo  # noqa: E402
-from . import quantize  # noqa: E402
+from . import layerdata, quantize  # noqa: E402
 from .graph import Model, Node, ValueInfo  # noqa: E402
 from .onnx_io import load, save  # noqa: E402
 from .runtime import Session  # noqa: E402
 
 __all__ = ["__version__", "Model", "Node", "ValueInfo", "Session", "load", "save",
            "cost", "data", "exceptions", "transforms", "zoo"]
-__all__ += ["quantize"]
+__all__ += ["quantize", "layerdata"]

@@ -23,7 +23,9 @@ from __future__ import annotations
 from .calibration import Calibrator, histogram
 from .nonuniform import (KMeansQuantizer, binarize, huffman_bits, huffman_code_lengths,
                          kmeans_quantize, ternarize)
+from .adaround import AdaRoundResult, adaround
 from .equalize import EqualizationReport, cross_layer_equalization
+from .gptq import GPTQResult, gptq
 from .mixed import MixedPrecisionResult, choose_bits
 from .model import QuantizationReport, quantizable_layers, quantize_model
 from .uniform import (UniformQuantizer, dequantize, fake_quantize, int_range, pack_int4,
@@ -33,4 +35,5 @@ __all__ = ["fake_quantize", "quantize", "dequantize", "pack_int4", "unpack_int4"
            "UniformQuantizer", "Calibrator", "histogram", "kmeans_quantize", "KMeansQuantizer",
            "huffman_bits", "huffman_code_lengths", "binarize", "ternarize",
            "quantize_model", "QuantizationReport", "quantizable_layers", "choose_bits",
-           "MixedPrecisionResult", "cross_layer_equalization", "EqualizationReport"]
+           "MixedPrecisionResult", "cross_layer_equalization", "EqualizationReport",
+           "adaround", "AdaRoundResult", "gptq", "GPTQResult"]
