@@ -8,7 +8,9 @@ bits x granularity, CLE, bias correction, mixed precision) this script
   split,
 * measures top-1 accuracy on the full 10,000-image *test* split with
   ``lpcv.Session`` running the QDQ model with int8 kernels, and with
-  onnxruntime on the exported QDQ file (default optimizations: its int8 path),
+  onnxruntime on the exported QDQ file, both with its default optimizations
+  (its own int8 kernels and requantization) and with optimizations off (every
+  QuantizeLinear/DequantizeLinear executed as written: the file's semantics),
 * records the loss against the float model, the weight bytes of the
   quantized layers and the time quantization took.
 
@@ -45,6 +47,8 @@ CONFIGS = [
                                               equalize=True, bias_correction="analytic")),
     ("W8A8 per-tensor min-max +CLE +BC(emp)", dict(config="w8a8_per_tensor", weight_range="minmax",
                                                    equalize=True, bias_correction="empirical")),
+    ("W4A8 per-tensor min-max +CLE +BC(emp)", dict(config="w4a8_per_tensor", weight_range="minmax",
+                                                   equalize=True, bias_correction="empirical")),
     ("W4A8 per-channel nearest", dict(config="w4a8")),
     ("W4A8 per-channel nearest +BC(emp)", dict(config="w4a8", bias_correction="empirical")),
     ("W4A8 per-channel AdaRound", dict(config="w4a8", method="adaround")),
@@ -68,13 +72,17 @@ def evaluate_lpcv(model, x, y, batch=500):
     return 100.0 * correct / len(x)
 
 
-def evaluate_ort(model, x, y):
+def evaluate_ort(model, x, y, literal=False):
+    """onnxruntime on the saved file: its int8 kernels (default) or, with
+    ``literal``, every QuantizeLinear/DequantizeLinear as written (no fusion)."""
     import onnxruntime as ort
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.onnx")
         lpcv.save(model, path)
         so = ort.SessionOptions()
         so.intra_op_num_threads = 2
+        if literal:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         preds = np.concatenate([sess.run(None, {name: x[i:i + 1000]})[0].argmax(1)
@@ -129,13 +137,17 @@ def main(argv=None) -> int:
             secs = time.perf_counter() - t0
             acc = evaluate_lpcv(qm, xt, yt)
             acc_ort = evaluate_ort(qm, xt, yt)
+            acc_lit = evaluate_ort(qm, xt, yt, literal=True)
             row = {"config": label, "settings": rep.settings, "lpcv_acc": acc, "ort_acc": acc_ort,
+                   "ort_literal_acc": acc_lit,
                    "loss_pp": round(fl - acc, 3), "lpcv_vs_ort_pp": round(acc - acc_ort, 3),
+                   "lpcv_vs_ort_literal_pp": round(acc - acc_lit, 3),
                    "weight_bytes": rep.quantized_weight_bytes,
                    "float_weight_bytes": rep.float_weight_bytes,
                    "seconds": round(secs, 2)}
             rows.append(row)
-            print(f"  {label:42s} lpcv {acc:6.2f}  ort {acc_ort:6.2f}  loss {fl - acc:+.2f} pp  "
+            print(f"  {label:42s} lpcv {acc:6.2f}  ort {acc_ort:6.2f}  ort-literal {acc_lit:6.2f}  "
+                  f"loss {fl - acc:+.2f} pp  "
                   f"{rep.quantized_weight_bytes:>9,} B  {secs:6.1f} s", flush=True)
         results["models"][name] = rows
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

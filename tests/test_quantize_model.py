@@ -341,3 +341,22 @@ def test_adaround_w4a8_loses_at_most_half_of_nearest(float_acc):
             shape[axis] = -1
             r = w / s.reshape(shape)
             assert np.all((q >= np.floor(r) - 1e-9) & (q <= np.ceil(r) + 1e-9) | (q == -8) | (q == 7))
+
+
+@pytest.mark.parametrize("name", ["fmnist-lenet300", "fmnist-lenet5", "fmnist-resnet",
+                                  "fmnist-mobilenet"])
+def test_int8_session_agrees_with_simulation(name):
+    """Real int8 kernels vs the float simulation of the same QDQ graph: >= 99.9 %
+    of the logits within one quantization step of the logits quantizer."""
+    qm, rep = quantize_model(lpcv.zoo.reference(name), CALIB, "w8a8", progress=False)
+    step = next(r["scale"] for r in rep.activations.rows if r["tensor"] == "logits")
+    outs = {}
+    for mode in ("simulate", "int8"):
+        sess = lpcv.Session(qm, batch_size=500, quantized=mode)
+        outs[mode] = np.concatenate([sess.run({"input": X[i:i + 500]})["logits"]
+                                     for i in range(0, 1000, 500)])
+    assert not sess.int8_fallbacks
+    assert any("int8" in r["impl"] for r in sess.steps().rows)
+    steps = np.abs(outs["simulate"] - outs["int8"]) / step
+    assert np.mean(steps <= 1 + 1e-4) >= 0.999
+    assert np.mean(outs["simulate"].argmax(1) == outs["int8"].argmax(1)) >= 0.995
