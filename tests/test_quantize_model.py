@@ -360,3 +360,54 @@ def test_int8_session_agrees_with_simulation(name):
     steps = np.abs(outs["simulate"] - outs["int8"]) / step
     assert np.mean(steps <= 1 + 1e-4) >= 0.999
     assert np.mean(outs["simulate"].argmax(1) == outs["int8"].argmax(1)) >= 0.995
+
+
+def _with_weight(m, fill):
+    k = quantizable_layers(m)[0]
+    name = m.node(k).inputs[1]
+    inits = dict(m.initializers)
+    w = inits[name].copy()
+    fill(w)
+    inits[name] = w
+    return m.with_changes(initializers=inits), k
+
+
+def test_nan_weights_are_refused_and_zero_weights_are_exact():
+    m = lpcv.zoo.reference("fmnist-lenet300")
+    bad, k = _with_weight(m, lambda w: w.__setitem__((0, 0), np.nan))
+    with pytest.raises(ValidationError, match="NaN"):
+        quantize_model(bad, CALIB[:32], progress=False)
+    zero, k = _with_weight(m, lambda w: w.fill(0))
+    qm, rep = quantize_model(zero, CALIB[:32], "w4a8", progress=False)
+    row = next(r for r in rep.layers.rows if r["layer"] == k)
+    assert row["sqnr_db"] == float("inf")
+    dq = next(n for n in qm.nodes if n.op == "DequantizeLinear" and n.outputs[0] == qm.node(k).inputs[1])
+    assert not qm.initializers[dq.inputs[0]].any()
+
+
+def test_calibration_streams_in_bounded_memory():
+    """A data loader's batches are released as they are consumed."""
+    import gc
+    import weakref
+
+    class Loader:
+        def __init__(self):
+            self.alive, self.peak = 0, 0
+
+        def _gone(self):
+            self.alive -= 1
+
+        def __iter__(self):
+            for i in range(0, 256, 16):
+                b = np.array(CALIB[i:i + 16])
+                self.alive += 1
+                self.peak = max(self.peak, self.alive)
+                weakref.finalize(b, self._gone)
+                yield b
+                del b
+                gc.collect()
+
+    loader = Loader()
+    quantize_model(lpcv.zoo.reference("fmnist-lenet5"), loader, "w4a8", bias_correction=True,
+                   progress=False)
+    assert loader.peak <= 3, loader.peak

@@ -8,7 +8,7 @@ reduces it (histogram, Hessian, row sample, mean) before the next one comes.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -155,8 +155,11 @@ def with_outputs(model: Model, tensors: Sequence[str]) -> Model:
 
 def capture(model: Model, tensors: Sequence[str], data: CalibrationData, *,
             quantized: Optional[str] = None, threads: Optional[int] = None,
-            desc: str = "", progress: bool = False) -> Iterator[Dict[str, np.ndarray]]:
-    """Yield, batch by batch, the values of ``tensors`` on ``data``.
+            desc: str = "", progress: bool = False
+            ) -> Iterator[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """Yield, batch by batch, ``(feeds, values of tensors)`` on ``data``.
+
+    The data are read once, one batch at a time.
 
     ``quantized`` is passed to :class:`lpcv.Session` for models with
     QuantizeLinear/DequantizeLinear nodes (``"simulate"`` runs them in float).
@@ -171,4 +174,4 @@ def capture(model: Model, tensors: Sequence[str], data: CalibrationData, *,
         kwargs["quantized"] = quantized
     sess = Session(m, batch_size=data.batch_size, **kwargs)
     for feeds in tqdm(data, total=len(data), desc=desc, disable=not progress, leave=False):
-        yield sess.run(feeds)
+        yield feeds, sess.run(feeds)

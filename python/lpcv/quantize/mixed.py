@@ -241,7 +241,7 @@ def _sensitivities(fm: Model, an: _Analysis, data: CalibrationData, cands: Seque
     from tqdm.auto import tqdm
 
     out_names = fm.output_names
-    ref = [{k: v for k, v in o.items()} for o in capture(fm, out_names, data)]
+    ref = [o for _, o in capture(fm, out_names, data)]
     energy = sum(float(np.square(o[k], dtype=np.float64).sum()) for o in ref for k in out_names)
     energy = max(energy, 1e-30)
     sens: Dict[str, Dict[int, float]] = {}
@@ -257,7 +257,7 @@ def _sensitivities(fm: Model, an: _Analysis, data: CalibrationData, cands: Seque
         inits[layer.weight] = _from_matrix(layer, deq.reshape(wm.shape), w.shape)
         m = fm.with_changes(initializers=inits)
         err = 0.0
-        for o, r in zip(capture(m, out_names, data), ref):
+        for (_, o), r in zip(capture(m, out_names, data), ref):
             err += sum(float(np.square(o[k] - r[k], dtype=np.float64).sum()) for k in out_names)
         sens.setdefault(layer.name, {})[b] = err / energy
     return sens

@@ -491,6 +491,10 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
         if b > 8:
             raise ValidationError(f"layer_bits[{k!r}] must be 2..8, got {b}")
     layers = [layer for layer in an.layers if layer.name not in skip]
+    for layer in layers:
+        if not np.isfinite(fm.initializers[layer.weight]).all():
+            raise ValidationError(f"model: the weight {layer.weight!r} of layer {layer.name!r} "
+                                  "contains NaN or Inf")
 
     # 1. activation ranges, on the float model
     act_params: Dict[str, Tuple[float, int]] = {}
@@ -529,9 +533,9 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
             new_bias = _analytic_bias(fm, an, layer, deq.reshape(G, M, K) - wm, bn_stats)
         done[layer.name] = _QuantizedWeight(q, scale if gran == "per_channel" else scale.reshape(()),
                                             bits, new_bias)
-        err = deq - flat
-        sqnr = 10 * math.log10(float(np.square(flat, dtype=np.float64).sum())
-                               / max(float(np.square(err, dtype=np.float64).sum()), 1e-30))
+        signal = float(np.square(flat, dtype=np.float64).sum())
+        noise = float(np.square(deq - flat, dtype=np.float64).sum())
+        sqnr = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
         rows.append({"layer": layer.name, "op": layer.node.op, "shape": "x".join(map(str, w.shape)),
                      "bits": bits, "granularity": gran, "method": method,
                      "sqnr_db": round(sqnr, 2),
@@ -597,9 +601,8 @@ def _stream(model: Model, tensors: Sequence[str], data: CalibrationData, quantiz
         for feeds in data:
             yield dict(feeds)
         return
-    it = capture(model, tensors, data, quantized=quantized, threads=threads, desc=desc,
-                 progress=progress)
-    for feeds, outs in zip(data, it):
+    for feeds, outs in capture(model, tensors, data, quantized=quantized, threads=threads,
+                               desc=desc, progress=progress):
         merged = dict(feeds)
         merged.update(outs)
         yield merged
