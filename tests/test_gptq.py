@@ -206,8 +206,11 @@ def test_bad_input():
 def test_doctests():
     import doctest
 
-    import lpcv.quantize._layerwise as helpers
-    import lpcv.quantize.gptq as mod
+    import importlib
+
+    # the package exports the function gptq under the submodule's name
+    mod = importlib.import_module("lpcv.quantize.gptq")
+    helpers = importlib.import_module("lpcv.quantize._layerwise")
     for m in (mod, helpers):
         res = doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.attempted > 0 and res.failed == 0

@@ -78,10 +78,62 @@ void maybe_parallel(bool par, std::int64_t n, F&& f) {
   else for (std::int64_t i = 0; i < n; ++i) f(i);
 }
 
+// Products with at most this many weights (M * K, e.g. depthwise 3 x 3) are
+// plain loops: a library GEMM call costs more than the arithmetic.
+constexpr std::int64_t kTinyWeights = 64;
+
+// C (m x n) = A (m x k) B^T (B: n x k)
+void gemm_nt(std::int64_t m, std::int64_t n, std::int64_t k, const float* A, const float* B,
+             float* C) {
+  if (n * k > kTinyWeights) {
+    linalg::sgemm(false, true, m, n, k, 1.0f, A, k, B, k, 0.0f, C, n);
+    return;
+  }
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (std::int64_t l = 0; l < k; ++l) acc += A[i * k + l] * B[j * k + l];
+      C[i * n + j] = acc;
+    }
+}
+
+// C (n x k) = A^T B with A: m x n, B: m x k
+void gemm_tn(std::int64_t m, std::int64_t n, std::int64_t k, const float* A, const float* B,
+             float* C) {
+  if (n * k > kTinyWeights) {
+    linalg::sgemm(true, false, n, k, m, 1.0f, A, n, B, k, 0.0f, C, k);
+    return;
+  }
+  std::fill(C, C + n * k, 0.0f);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float a = A[i * n + j];
+      for (std::int64_t l = 0; l < k; ++l) C[j * k + l] += a * B[i * k + l];
+    }
+}
+
+// Short rows are copied inline (a memcpy call costs more).
+inline void copy_row(float* dst, const float* src, std::int64_t n) {
+  if (n <= 16) {
+    for (std::int64_t i = 0; i < n; ++i) dst[i] = src[i];
+  } else {
+    std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n));
+  }
+}
+
+inline std::uint64_t splitmix64(std::uint64_t& x) {
+  std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+inline std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
 // Y (rows x M) = f(Xr W^T + b) for the given rows of one group.
 void forward(const float* Xr, std::int64_t rows, std::int64_t K, const float* Wg,
              std::int64_t M, const float* bias, Activation a, float* Y, bool apply_act) {
-  linalg::sgemm(false, true, rows, M, K, 1.0f, Xr, K, Wg, K, 0.0f, Y, M);
+  gemm_nt(rows, M, K, Xr, Wg, Y);
   for (std::int64_t r = 0; r < rows; ++r) {
     float* y = Y + r * M;
     if (bias)
@@ -93,9 +145,26 @@ void forward(const float* Xr, std::int64_t rows, std::int64_t K, const float* Wg
 
 }  // namespace
 
+RowRng::RowRng(std::uint64_t seed) {
+  for (auto& v : s_) v = splitmix64(seed);
+}
+
+std::uint64_t RowRng::operator()() {
+  const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const std::uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
 struct AdaRound::Work {
   std::vector<float> Xb, Xqb, Z, T, Wt, D, Hv, GW;
   std::vector<std::int64_t> rows;
+  std::vector<double> reg_rows;
   void reserve(std::int64_t B, std::int64_t M, std::int64_t K, bool separate_xq) {
     Xb.resize(static_cast<std::size_t>(B * K));
     if (separate_xq) Xqb.resize(static_cast<std::size_t>(B * K));
@@ -169,9 +238,9 @@ AdaRound::AdaRound(const AdaRoundData& d, const AdaRoundParams& p) : d_(d), p_(p
   }
   rng_.reserve(static_cast<std::size_t>(G));
   for (std::int64_t g = 0; g < G; ++g) {
-    std::seed_seq seq{static_cast<std::uint32_t>(p.seed), static_cast<std::uint32_t>(p.seed >> 32),
-                      static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(g >> 32)};
-    rng_.emplace_back(seq);
+    std::uint64_t mix = p.seed;
+    const std::uint64_t a = splitmix64(mix);
+    rng_.emplace_back(a ^ (static_cast<std::uint64_t>(g) * 0xd1b54a32d192ed03ULL));
   }
   last_loss_.assign(static_cast<std::size_t>(G), std::numeric_limits<double>::quiet_NaN());
 }
@@ -189,7 +258,8 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   // soft weights, d W~ / d V (in D) and the regulariser's gradient (in Hv)
   const float lam = static_cast<float>(p_.reg_weight);
   const float b = static_cast<float>(beta);
-  std::vector<double> reg_rows(static_cast<std::size_t>(M), 0.0);
+  std::vector<double>& reg_rows = w.reg_rows;
+  reg_rows.assign(static_cast<std::size_t>(M), 0.0);
   maybe_parallel(par, M, [&](std::int64_t m) {
     const float s = sc[m], z = static_cast<float>(zp[m]);
     double reg = 0.0;
@@ -220,15 +290,15 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   const float* Xg = d_.X + g * N * K;
   const float* Xqg = d_.Xq + g * N * K;
   maybe_parallel(par && nb * K > 65536, nb, [&](std::int64_t r) {
-    std::memcpy(w.Xb.data() + r * K, Xg + rows[r] * K, sizeof(float) * K);
-    if (sep) std::memcpy(w.Xqb.data() + r * K, Xqg + rows[r] * K, sizeof(float) * K);
+    copy_row(w.Xb.data() + r * K, Xg + rows[r] * K, K);
+    if (sep) copy_row(w.Xqb.data() + r * K, Xqg + rows[r] * K, K);
   });
   const float* xq = sep ? w.Xqb.data() : w.Xb.data();
   // targets
   if (!target_.empty()) {
     const float* Tg = target_.data() + g * N * M;
     for (std::int64_t r = 0; r < nb; ++r)
-      std::memcpy(w.T.data() + r * M, Tg + rows[r] * M, sizeof(float) * M);
+      copy_row(w.T.data() + r * M, Tg + rows[r] * M, M);
   } else {
     forward(w.Xb.data(), nb, K, d_.W + g * M * K, M, bias, p_.activation, w.T.data(), true);
   }
@@ -251,7 +321,7 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   }
   rec /= static_cast<double>(nb);
   // dL/dW~ = dZ^T x^
-  linalg::sgemm(true, false, M, K, nb, 1.0f, w.Z.data(), M, xq, K, 0.0f, w.GW.data(), K);
+  gemm_tn(nb, M, K, w.Z.data(), xq, w.GW.data());
   maybe_parallel(par, M, [&](std::int64_t m) {
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t i = m * K + k;
@@ -263,14 +333,16 @@ double AdaRound::evaluate(std::int64_t g, const float* V, const std::int64_t* ro
   return rec + (use_reg ? p_.reg_weight * reg : 0.0);
 }
 
-void AdaRound::step(std::int64_t g, Work& w, std::mt19937_64& rng, std::int64_t t) {
+void AdaRound::step(std::int64_t g, Work& w, RowRng& rng, std::int64_t t) {
   const std::int64_t M = d_.M, K = d_.K, N = d_.N;
   const std::int64_t nb = std::min(p_.batch_size, N);
   if (N <= p_.batch_size) {
     for (std::int64_t r = 0; r < nb; ++r) w.rows[r] = r;
   } else {
-    std::uniform_int_distribution<std::int64_t> pick(0, N - 1);
-    for (std::int64_t r = 0; r < nb; ++r) w.rows[r] = pick(rng);
+    // uniform in [0, N): high 64 bits of a 64 x 64-bit product (bias < N / 2^64)
+    const unsigned __int128 n = static_cast<std::uint64_t>(N);
+    for (std::int64_t r = 0; r < nb; ++r)
+      w.rows[r] = static_cast<std::int64_t>((static_cast<unsigned __int128>(rng()) * n) >> 64);
   }
   const double warm = p_.warm_start * static_cast<double>(p_.iters);
   const bool use_reg = static_cast<double>(t) >= warm;

@@ -18,8 +18,8 @@
 /// clamp(floor(W / s) + [h(V) >= 0.5] + z, qmin, qmax).
 ///
 /// Arithmetic is float32 (oneDNN GEMMs), loss sums in float64.
+#include <array>
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "lpcv/quantize/uniform.hpp"
@@ -55,6 +55,17 @@ struct AdaRoundData {
 /// bars): run(a) then run(b) equals run(a + b). Deterministic for a given
 /// seed, whatever the number of threads or chunking (each group has its own
 /// random stream).
+/// xoshiro256** (Blackman & Vigna): a small fast generator for minibatch
+/// rows, seeded through splitmix64.
+class RowRng {
+ public:
+  explicit RowRng(std::uint64_t seed);
+  std::uint64_t operator()();
+
+ private:
+  std::array<std::uint64_t, 4> s_{};
+};
+
 class AdaRound {
  public:
   /// Validates (shapes, NaN/Inf, grid, settings) and initialises V.
@@ -85,7 +96,7 @@ class AdaRound {
 
  private:
   struct Work;
-  void step(std::int64_t g, Work& w, std::mt19937_64& rng, std::int64_t t);
+  void step(std::int64_t g, Work& w, RowRng& rng, std::int64_t t);
   double evaluate(std::int64_t g, const float* V, const std::int64_t* rows, std::int64_t nb,
                   double beta, bool use_reg, float* grad, Work& w, bool inner_parallel) const;
 
@@ -95,7 +106,7 @@ class AdaRound {
   std::vector<float> floor_;   // floor(W / s), [G, M, K]
   std::vector<float> V_, m_, v_;
   std::vector<float> target_;  // f(X W^T + b) [G, N, M] when cached, else empty
-  std::vector<std::mt19937_64> rng_;
+  std::vector<RowRng> rng_;
   std::vector<double> last_loss_;
   std::int64_t t_ = 0;
   bool over_groups_ = false;
