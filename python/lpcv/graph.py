@@ -31,7 +31,7 @@ import numpy as np
 
 from .exceptions import ModelError
 
-__all__ = ["Node", "ValueInfo", "TensorInfo", "Model"]
+__all__ = ["Node", "ValueInfo", "TensorInfo", "Model", "unique_name"]
 
 Dim = Union[int, str, None]
 
@@ -45,6 +45,26 @@ _NON_PARAMETER_INPUTS: Dict[str, Tuple[int, ...]] = {
     "Resize": (1, 2, 3),            # roi, scales, sizes
     "Upsample": (1,),               # scales
 }
+
+
+def unique_name(taken: Any, base: str) -> str:
+    """``base``, else ``base_1``, ``base_2``, ...: the first name not in ``taken``.
+
+    A ``set`` passed as ``taken`` records the name, so successive calls never
+    return it twice.
+
+    Examples
+    --------
+    >>> taken = {"conv", "conv_1"}
+    >>> unique_name(taken, "conv"), unique_name(taken, "conv")
+    ('conv_2', 'conv_3')
+    """
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    if isinstance(taken, set):
+        taken.add(name)
+    return name
 
 
 @dataclass

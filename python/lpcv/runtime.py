@@ -55,7 +55,7 @@ from ._report import Table
 from ._shapes import conv_pads, infer_shapes
 from .exceptions import (BackendError, ModelError, ShapeError, UnsupportedError, UnsupportedOpError,
                          ValidationError)
-from .graph import Model, Node, TensorInfo
+from .graph import Model, Node, TensorInfo, unique_name
 from .transforms import fold_batchnorm, fold_constants, prune_unused, remove_identities
 
 __all__ = ["Session", "Timing", "SUPPORTED_OPS"]
@@ -281,11 +281,7 @@ class _Lowered:
         outputs = set(m.output_names)
 
         def fresh(base: str) -> str:
-            name, i = base, 1
-            while name in taken:
-                name, i = f"{base}_{i}", i + 1
-            taken.add(name)
-            return name
+            return unique_name(taken, base)
 
         nodes: List[Node] = []
         rename: Dict[str, str] = {}
@@ -319,10 +315,7 @@ class _Lowered:
 
     # ---------------------------------------------------------------- tensors
     def _fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.infos:
-            name, i = f"{base}_{i}", i + 1
-        return name
+        return unique_name(self.infos, base)  # the caller adds it to self.infos
 
     @property
     def plan_outputs(self) -> List[str]:

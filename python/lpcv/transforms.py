@@ -20,7 +20,7 @@ import numpy as np
 from ._shapes import (FOLDABLE_OPS, SHAPE_FUNCTIONS, check_required_inputs, constant_value,
                       infer_shapes)
 from .exceptions import LpcvError
-from .graph import Model, Node, TensorInfo
+from .graph import Model, Node, TensorInfo, unique_name
 
 __all__ = ["fold_constants", "fold_batchnorm", "remove_identities", "prune_unused",
            "replace_node"]
@@ -249,7 +249,7 @@ def fold_batchnorm(model: Model, numeric: bool = True) -> Model:
             continue
         b = (b - mean) * scale + beta
         dtype = inits[src.inputs[1]].dtype
-        w_name, b_name = _fresh(inits, src.name + ".weight_bnfolded"), _fresh(inits, src.name + ".bias_bnfolded")
+        w_name, b_name = unique_name(inits, src.name + ".weight_bnfolded"), unique_name(inits, src.name + ".bias_bnfolded")
         inits[w_name] = w.astype(dtype)
         inits[b_name] = b.astype(dtype)
         replaced[src.name] = Node(src.op, src.name, [src.inputs[0], w_name, b_name],
@@ -259,8 +259,3 @@ def fold_batchnorm(model: Model, numeric: bool = True) -> Model:
     return prune_unused(model.with_changes(nodes=nodes, initializers=inits))
 
 
-def _fresh(taken, base: str) -> str:
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    return name

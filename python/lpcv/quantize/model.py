@@ -41,7 +41,7 @@ from .._capture import CalibrationData, capture
 from .._report import Table
 from .._shapes import conv_pads
 from ..exceptions import UnsupportedError, ValidationError
-from ..graph import Model, Node
+from ..graph import Model, Node, unique_name
 from ..transforms import fold_batchnorm, fold_constants, remove_identities
 from ._common import check_bits, check_choice, check_int
 from .calibration import Calibrator
@@ -617,11 +617,7 @@ def _qdq_model(fm: Model, an: _Analysis, done: Mapping[str, _QuantizedWeight],
     taken |= {vi.name for vi in fm.inputs}
 
     def fresh(base: str) -> str:
-        name, i = base, 1
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
-        taken.add(name)
-        return name
+        return unique_name(taken, base)
 
     graph_inputs = {vi.name for vi in fm.inputs}
     head: List[Node] = []
