@@ -1,9 +1,10 @@
-// Dense float32 linear algebra on top of oneDNN's sgemm (run-time ISA
-// dispatch: the distributed build has no -march flags, so Eigen's own GEMM
-// would be SSE2-only). oneDNN stays private to this .cpp (DESIGN.md §1).
+// Dense float32 linear algebra on top of the runtime's GEMM (oneDNN sgemm,
+// run-time ISA dispatch: the distributed build has no -march flags, so
+// Eigen's own GEMM would be SSE2-only). The Cholesky and triangular inverse
+// are blocked so that their bulk is GEMM.
 #include "lpcv/linalg/dense.hpp"
 
-#include <oneapi/dnnl/dnnl.h>
+#include "lpcv/runtime/sgemm.hpp"
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
@@ -23,18 +24,7 @@ constexpr std::int64_t kBlock = 128;  // Cholesky panel width and inverse leaf s
 void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
            float alpha, const float* A, std::int64_t lda, const float* B,
            std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j)
-        C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
-  const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, A,
-                                      lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success)
-    throw BackendError(cat("oneDNN sgemm failed (status ", static_cast<int>(st), ") for m=", m,
-                           " n=", n, " k=", k));
+  runtime::sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 bool cholesky_lower(float* A, std::int64_t n, std::int64_t lda) {
