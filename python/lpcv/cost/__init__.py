@@ -17,10 +17,19 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   model's weights fit in half the cache; an output larger than half the cache
   goes to DRAM; when weights and input together exceed the cache, the smaller
   of the two is re-read once per extra cache-sized tile;
-* compute time = operations / (peak(precision) · compute efficiency of the op
-  class); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
-  bandwidth) / memory efficiency; latency = max(compute, memory) + the fixed
-  per-primitive overhead;
+* regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
+  ones (``REGIMES``);
+* compute time = operations / (peak(precision) · compute efficiency of the
+  regime); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
+  bandwidth) / memory efficiency of the regime; latency = max(compute,
+  memory) + the regime's fixed per-primitive cost + predicted layout
+  conversions (the runtime's convolutions keep activations channels-last; a
+  convolution whose input or residual operand comes in another layout pays
+  the reorder's fixed cost + bytes read and written / reorder bandwidth);
+* :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
+  micro-benchmarks and fits each regime's efficiencies and fixed cost, and
+  the reorder cost, on the measured layers of networks that
+  ``bench/cost_fidelity.py`` does not validate on;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 
@@ -35,11 +44,11 @@ Examples
 """
 from __future__ import annotations
 
-from .device import HOROWITZ_45NM, OP_CLASSES, PRECISIONS, Device
+from .device import HOROWITZ_45NM, OP_CLASSES, PRECISIONS, REGIMES, Device
 from .report import CostReport, ModelCost, profile
 from .storage import WeightFormat, storage_bytes
 from .validate import ValidationReport, kendall_tau, validate
 
 __all__ = ["profile", "validate", "Device", "CostReport", "ModelCost", "ValidationReport",
-           "WeightFormat", "storage_bytes", "kendall_tau", "PRECISIONS", "OP_CLASSES",
+           "WeightFormat", "storage_bytes", "kendall_tau", "PRECISIONS", "OP_CLASSES", "REGIMES",
            "HOROWITZ_45NM"]

@@ -38,6 +38,8 @@ class LayerCount:
     output_shape: tuple = ()
     inputs: List[str] = field(default_factory=list)
     outputs: List[str] = field(default_factory=list)
+    regime: str = ""          # op_class, or "conv1x1" for pointwise convolutions
+    reorder_bytes: int = 0    # bytes (read + written) of input layout conversions, predicted
 
 
 def lower(model: Model, batch_size: int):
@@ -85,6 +87,8 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             layer.macs = int(np.prod(y, dtype=np.int64) * w[1] * np.prod(w[2:], dtype=np.int64))
             cin = infos[in_names[0]].shape[1]
             layer.op_class = "depthwise" if group > 1 and cin // group == 1 else "conv"
+            if layer.op_class == "conv" and all(int(k) == 1 for k in w[2:]):
+                layer.regime = "conv1x1"
             layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
         elif op in ("Gemm", "MatMul"):
             a = infos[in_names[0]].shape
@@ -115,8 +119,67 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
                 layer.params += int(arr.size)
         layer.input_bytes = int(sum(nbytes(t) for t in data_in))
         layer.output_bytes = int(sum(nbytes(t) for t in out_names))
+        layer.regime = layer.regime or layer.op_class
         layers.append(layer)
+    _predict_reorders(low, layers, nbytes)
     return layers
+
+
+# Channels up to which oneDNN runs a convolution straight on the plain (NCHW)
+# model input, writing a blocked layout, instead of converting the input.
+_PLAIN_INPUT_CHANNELS = 4
+
+
+def _predict_reorders(low, layers: List[LayerCount], nbytes) -> None:
+    """Predict which inputs the runtime converts to another memory layout.
+
+    The runtime lets oneDNN choose layouts (``format_tag::any``). On x86 its
+    convolutions keep activations channels-last, except a first convolution
+    on the plain model input with few channels, which writes a blocked
+    layout; pooling and element-wise ops keep their input's layout. A
+    convolution whose input (or residual operand) comes in another layout
+    pays a conversion reading and writing that tensor.
+    """
+    inits = low.model.initializers
+    layout: Dict[str, str] = {v.name: "plain" for v in low.model.inputs}
+    converted = set()   # (tensor, layout): a conversion is made once and reused
+    name_of = [t[0] for t in low.tensors]
+    by_name = {layer.name: layer for layer in layers}
+
+    def convert(layer, tensors, want, reuse=True):
+        for t in tensors:
+            if layout.get(t, "plain") != want and not (reuse and (t, want) in converted):
+                converted.add((t, want))
+                if layer is not None:
+                    layer.reorder_bytes += int(2 * nbytes(t))
+
+    for op, lname, ins, outs, _ in low.ops:
+        in_names = [name_of[i] for i in ins if i >= 0]
+        out_names = [name_of[i] for i in outs if i >= 0]
+        data_in = [t for t in in_names if t not in inits]
+        first = layout.get(data_in[0], "plain") if data_in else "plain"
+        layer = by_name.get(lname)
+        if op in ("Conv", "QConv"):
+            cin = low.infos[data_in[0]].shape[1] if data_in else 0
+            if first == "plain" and cin <= _PLAIN_INPUT_CHANNELS:
+                out = "blocked"
+                data_in = data_in[1:]
+            else:
+                out = "nhwc"
+            convert(layer, data_in[:1], "nhwc")
+            # A residual operand is converted into the output buffer (a sum
+            # post-op works in place), so that conversion is never shared.
+            convert(layer, data_in[1:], "nhwc", reuse=False)
+        elif op in ("Transpose", "Split", "View"):
+            # Permutations and splits are reorders themselves and write the
+            # plain layout; a reshape needs (and converts to) the plain layout.
+            out = "plain"
+        elif op in ("Gemm", "MatMul", "QMatMul"):
+            out = "plain"
+        else:
+            out = first
+        for t in out_names:
+            layout[t] = out
 
 
 def tensor_lifetimes(low, activation_precision: str = "fp32"):

@@ -33,12 +33,16 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..exceptions import ValidationError
 
-__all__ = ["Device", "PRECISIONS", "OP_CLASSES", "HOROWITZ_45NM"]
+__all__ = ["Device", "PRECISIONS", "OP_CLASSES", "REGIMES", "HOROWITZ_45NM"]
 
 #: Precisions the cost model distinguishes (order shared with lpcv::cost).
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
 #: Op classes with their own measured efficiency (order shared with lpcv::cost).
 OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "eltwise", "data")
+#: Regimes the latency model prices separately: the op classes plus 1×1
+#: (pointwise) convolutions, which stream activations where k×k ones reuse them.
+#: A device without figures for ``conv1x1`` uses its ``conv`` figures.
+REGIMES = OP_CLASSES + ("conv1x1",)
 
 _PJ = 1e-12
 
@@ -103,12 +107,21 @@ class Device:
         Bandwidth between that cache and the cores, bytes/s.
     overhead : float
         Fixed seconds each primitive (layer) costs.
+    class_overhead : mapping of regime to seconds, optional
+        Fixed cost of a primitive per regime (see ``REGIMES``); regimes left
+        out cost ``overhead``.
+    reorder_overhead : float
+        Fixed seconds of a layout conversion (reorder) in front of a layer
+        whose input is not in the layout its kernel wants.
+    reorder_bandwidth : float, optional
+        Bytes/s (read + written) of such a conversion; default the cache
+        bandwidth.
     energy_per_mac : mapping of precision to joules
     dram_energy_per_byte, cache_energy_per_byte : float
         Joules per byte moved.
-    compute_efficiency, memory_efficiency : mapping of op class to (0, 1]
+    compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
         Fraction of the compute and bandwidth ceilings real kernels reach,
-        per op class (see ``OP_CLASSES``).
+        per regime (see ``REGIMES``; ``conv1x1`` defaults to ``conv``).
     description, source : str
         What the device is and where its figures come from.
     """
@@ -126,6 +139,9 @@ class Device:
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    class_overhead: Mapping[str, float] = field(default_factory=dict)
+    reorder_overhead: float = 0.0
+    reorder_bandwidth: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -137,17 +153,26 @@ class Device:
         object.__setattr__(self, "energy_per_mac",
                            _frozen({**DEFAULT_ENERGY_PER_MAC, **dict(self.energy_per_mac)},
                                    PRECISIONS, "energy_per_mac", default=0.0))
-        object.__setattr__(self, "compute_efficiency",
-                           _frozen(self.compute_efficiency, OP_CLASSES, "compute_efficiency",
-                                   lo=0.0, hi=1.0, lo_open=True))
-        object.__setattr__(self, "memory_efficiency",
-                           _frozen(self.memory_efficiency, OP_CLASSES, "memory_efficiency",
-                                   lo=0.0, hi=1.0, lo_open=True))
+        for f in ("compute_efficiency", "memory_efficiency"):
+            eff = dict(getattr(self, f) or {})
+            if "conv1x1" not in eff and "conv" in eff:
+                eff["conv1x1"] = eff["conv"]
+            object.__setattr__(self, f, _frozen(eff, REGIMES, f, lo=0.0, hi=1.0, lo_open=True))
         for f in ("dram_bandwidth", "cache_bandwidth"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
                 raise ValidationError(f"Device.{f} must be a positive finite number, got {v!r}")
-        for f in ("cache_bytes", "overhead", "dram_energy_per_byte", "cache_energy_per_byte"):
+        if self.reorder_bandwidth is not None:
+            v = self.reorder_bandwidth
+            if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+                raise ValidationError(f"Device.reorder_bandwidth must be a positive finite "
+                                      f"number or None, got {v!r}")
+        given = dict(self.class_overhead or {})
+        _frozen(given, REGIMES, "class_overhead", lo=0.0, hi=1.0)   # validates
+        object.__setattr__(self, "class_overhead",
+                           MappingProxyType({k: float(v) for k, v in given.items()}))
+        for f in ("cache_bytes", "overhead", "reorder_overhead", "dram_energy_per_byte",
+                  "cache_energy_per_byte"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
                 raise ValidationError(f"Device.{f} must be a finite number >= 0, got {v!r}")
@@ -156,6 +181,16 @@ class Device:
     def ridge_point(self, precision: str = "fp32") -> float:
         """Arithmetic intensity (FLOP/byte) where the roofline's ceilings meet."""
         return self.peak(precision) / self.dram_bandwidth
+
+    def regime_overhead(self, regime: str) -> float:
+        """Fixed seconds of one primitive of ``regime`` (see ``REGIMES``)."""
+        if regime not in REGIMES:
+            raise ValidationError(f"regime must be one of {REGIMES}, got {regime!r}")
+        return self.class_overhead.get(regime, self.overhead)
+
+    def reorder_time(self, nbytes: float) -> float:
+        """Seconds of a layout conversion that reads and writes ``nbytes`` in all."""
+        return self.reorder_overhead + nbytes / (self.reorder_bandwidth or self.cache_bandwidth)
 
     def peak(self, precision: str = "fp32") -> float:
         """Peak FLOP/s at ``precision`` (the fp32 rate if not native)."""
@@ -176,6 +211,7 @@ class Device:
         spec.dram_energy_per_byte = float(self.dram_energy_per_byte)
         spec.overhead = float(self.overhead)
         spec.compute_efficiency = [self.compute_efficiency[c] for c in OP_CLASSES]
+        # conv1x1, per-regime overheads and reorders are applied in Python.
         spec.memory_efficiency = [self.memory_efficiency[c] for c in OP_CLASSES]
         return spec
 
@@ -222,8 +258,12 @@ class Device:
         """Measure this machine with oneDNN micro-benchmarks (cached).
 
         Measures fp32 and int8 GEMM peaks, DRAM and cache streaming bandwidth
-        (oneDNN reorders), the fixed cost of a primitive, and the efficiency
-        of each op class on representative layers run by :class:`lpcv.Session`.
+        (oneDNN reorders) and the fixed cost of a tiny primitive, then fits
+        each regime's compute and memory efficiency and fixed cost, and the
+        cost of a layout conversion, on the layers of real networks
+        (``lpcv.cost._host.CALIBRATION_MODELS``, batch 1 and 16) timed by
+        :meth:`lpcv.Session.profile`. Takes about a minute; keep the machine
+        otherwise idle.
         The result is cached as JSON in the user cache directory
         (``$XDG_CACHE_HOME/lpcv`` or ``~/.cache/lpcv``), keyed by CPU model
         and thread count; ``refresh=True`` measures again.
@@ -261,7 +301,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v3"
+_LIBRARY_KEY = "host-v4"
 
 
 def _user_cache_dir() -> Path:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
@@ -180,7 +180,14 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
             float(layer.other_ops), float(layer.weight_bytes), float(layer.input_bytes),
             float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2))
         produced.update(layer.outputs)
-    costs = _core.estimate(counts, dev.to_spec())
+    # The C++ core prices raw roofline terms (efficiencies 1, no overhead);
+    # the regime's efficiencies, fixed costs and layout conversions are
+    # applied per row below.
+    spec = dev.to_spec()
+    spec.compute_efficiency = [1.0] * len(OP_CLASSES)
+    spec.memory_efficiency = [1.0] * len(OP_CLASSES)
+    spec.overhead = 0.0
+    costs = _core.estimate(counts, spec)
     rows = [_row(layer, c, dev) for layer, c in zip(layers, costs)]
     sizes, birth, death = tensor_lifetimes(low, activation_precision)
     peak = _core.peak_live_bytes(sizes, birth, death)
@@ -190,7 +197,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         weight_bytes=total_weights,
         activation_bytes=sum(r["input_bytes"] + r["output_bytes"] for r in rows),
         dram_bytes=sum(r["dram_bytes"] for r in rows),
-        latency=sum(c.latency for c in costs),
+        latency=sum(r["latency_ms"] for r in rows) * 1e-3,
         energy=sum(c.compute_energy + c.memory_energy for c in costs),
         peak_activation_bytes=peak, layers=len(rows))
     return CostReport(rows, dev, model.name, int(batch_size), total)
@@ -200,22 +207,26 @@ def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
     intensity = ops / moved if moved else float("inf")
+    regime = layer.regime or layer.op_class
+    ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
+    compute, memory = c.compute_time / ce, c.memory_time / me
+    reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
+    latency = max(compute, memory) + dev.regime_overhead(regime) + reorder
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
-    attainable = min(dev.peak(layer.precision) * dev.compute_efficiency[layer.op_class],
-                     intensity * dev.dram_bandwidth * dev.memory_efficiency[layer.op_class])
-    bound = "memory" if attainable < dev.peak(layer.precision) * dev.compute_efficiency[
-        layer.op_class] else "compute"
+    attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
+    bound = "memory" if attainable < dev.peak(layer.precision) * ce else "compute"
     row = {
         "layer": layer.name, "nodes": ", ".join(layer.nodes), "op": layer.op,
-        "op_class": layer.op_class, "precision": layer.precision,
+        "op_class": layer.op_class, "regime": regime, "precision": layer.precision,
         "macs": layer.macs, "flops": 2 * layer.macs, "other_ops": layer.other_ops, "ops": ops,
         "params": layer.params, "weight_bytes": layer.weight_bytes,
         "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes, "bytes": moved,
         "dram_bytes": c.dram_bytes, "intensity": intensity, "bound": bound,
-        "time_bound": "memory" if c.memory_bound else "compute",
-        "compute_ms": c.compute_time * 1e3, "memory_ms": c.memory_time * 1e3,
-        "latency_ms": c.latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
+        "time_bound": "memory" if memory > compute else "compute",
+        "compute_ms": compute * 1e3, "memory_ms": memory * 1e3,
+        "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
+        "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
     row["advice"] = _advice(row)
