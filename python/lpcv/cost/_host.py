@@ -83,12 +83,14 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
 
 _CE_GRID = np.geomspace(0.02, 1.0, 48)
 _ME_GRID = np.geomspace(0.02, 1.0, 48)
-_OV_GRID = np.concatenate([[0.0], np.geomspace(0.5e-6, 300e-6, 40)])
+# Fixed costs up to 30 µs: a wider range let the fixed cost absorb
+# proportional misfits of large layers and over-price tiny ones.
+_OV_GRID = np.concatenate([[0.0], np.geomspace(0.5e-6, 30e-6, 30)])
 
 
 def _loss(pred, t):
     # Squared log error, capped so a few odd layers do not pull the fit.
-    return np.minimum(np.log(pred / t) ** 2, np.log(2.0) ** 2)
+    return np.minimum(np.log(pred / t) ** 2, np.log(1.5) ** 2)
 
 
 def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
