@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     device = Device.from_host(refresh=args.refresh, threads=args.threads, progress=True)
     names = args.models or (["resnet18", "mobilenet_v2"] if args.quick else
                             lpcv.zoo.architectures() + lpcv.zoo.reference_names())
-    calibration = {m for m, _ in CALIBRATION_MODELS}
+    calibration = {m.partition("@")[0] for m, _ in CALIBRATION_MODELS}
     cases = []
     for name in names:
         model = (lpcv.zoo.reference(name) if name in lpcv.zoo.reference_names()

@@ -301,3 +301,16 @@ def test_host_fit_recovers_known_parameters():
         assert fit["memory_efficiency"][regime] == pytest.approx(me, rel=0.1)
         assert fit["class_overhead"][regime] == pytest.approx(ov, rel=0.3)
     assert fit["reorder_bandwidth"] == pytest.approx(2e10, rel=0.25)
+
+
+def test_validate_reports_consistent_errors():
+    from lpcv.cost import validate
+    m = _conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)], hw=16)
+    v = validate(m, "x86-avx512-core", repeats=3)
+    assert [r["layer"] for r in v.rows] == [r["layer"] for r in profile(m, "x86-avx512-core").rows]
+    for r in v.rows:
+        assert r["measured_ms"] > 0
+        assert r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1)
+    share = np.mean([abs(r["error"]) <= 0.2 for r in v.rows])
+    assert v.layer_share_within == pytest.approx(share)
+    assert v.model_error == pytest.approx(v.predicted_total / v.measured_total - 1)

@@ -45,12 +45,25 @@ CALIBRATION_MODELS = (
     ("squeezenet1_1", 1), ("squeezenet1_1", 16),
     ("shufflenet_v2_x1_0", 1), ("shufflenet_v2_x1_0", 16),
     ("fmnist-lenet5", 1), ("fmnist-lenet5", 16),
+    # Small inputs and widths: layers so small their fixed cost dominates.
+    ("mobilenet_v1@64x0.25", 1), ("mobilenet_v1@64x0.25", 16),
+    ("resnet50@32", 1), ("resnet50@32", 16),
 )
 
 
-def _calibration_model(name: str) -> Model:
+def _calibration_model(spec: str) -> Model:
+    """A zoo or reference model from ``name[@resolution[xwidth_mult]]``."""
     from .. import zoo
-    return zoo.reference(name) if name in zoo.reference_names() else getattr(zoo, name)()
+    name, _, size = spec.partition("@")
+    if name in zoo.reference_names():
+        return zoo.reference(name)
+    kwargs = {}
+    if size:
+        res, _, width = size.partition("x")
+        kwargs["resolution"] = int(res)
+        if width:
+            kwargs["width_mult"] = float(width)
+    return getattr(zoo, name)(**kwargs)
 
 
 def layer_samples(model: Model, batch: int, base: Device, threads: int,
