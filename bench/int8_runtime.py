@@ -50,25 +50,11 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "int8_runtime.json"
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
-def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
+def cpu_info() -> Dict[str, Any]:
     """CPU model name and the ISA flags that decide oneDNN's int8 kernels."""
-    model, flags = None, None
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model is None:
-                    model = value.strip()
-                elif key == "flags" and flags is None:
-                    flags = set(value.split())
-                if model is not None and flags is not None:
-                    break
-    except OSError:
-        pass
-    return {"model": model or platform.processor() or platform.machine(),
-            "logical_cpus": os.cpu_count(),
-            "flags": {f: (f in flags) if flags is not None else None for f in _FLAGS}}
+    from runtime import cpu_info as runtime_cpu_info  # bench/runtime.py, next to this script
+
+    return runtime_cpu_info(flag_names=_FLAGS)
 
 
 def _loadavg() -> Optional[List[float]]:

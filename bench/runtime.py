@@ -60,7 +60,7 @@ _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 
 
 # --------------------------------------------------------------------- machine
-def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
+def cpu_info(path: str = "/proc/cpuinfo", flag_names=None) -> Dict[str, Any]:
     """CPU model name and the vector-ISA flags that matter to oneDNN.
 
     Parameters
@@ -68,6 +68,9 @@ def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
     path : str
         The ``cpuinfo`` file (Linux); elsewhere ``platform.processor()`` is used
         and flags are ``None``.
+    flag_names : sequence of str, optional
+        Flags to report (default: ``avx2``, ``avx512f``, ``avx512_vnni``,
+        ``avx_vnni``).
 
     Returns
     -------
@@ -98,7 +101,7 @@ def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
     return {
         "model": model or platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
-        "flags": {f: (f in flags) if flags is not None else None for f in _FLAGS},
+        "flags": {f: (f in flags) if flags is not None else None for f in flag_names or _FLAGS},
     }
 
 

@@ -479,25 +479,40 @@ struct Plan::Impl {
     return op.outputs[i];
   }
 
-  void conv(const OpDecl& op, const Attrs& a) {
-    const int x = in(op, 0), w = in(op, 1), y = out(op);
-    const Dims xd = dims_of(x), wd = dims_of(w), yd = dims_of(y);
-    const std::size_t nd = xd.size() - 2;
-    const std::int64_t group = a.i("group", 1);
+  /// Shapes and oneDNN geometry of a (float or int8) convolution.
+  struct ConvGeometry {
+    Dims xd, wd, yd, wdims, strides, dd, pl, pr;
+    std::int64_t group;
+  };
+
+  ConvGeometry conv_geometry(const OpDecl& op, const Attrs& a, int x, int w, int y) const {
+    ConvGeometry g;
+    g.xd = dims_of(x), g.wd = dims_of(w), g.yd = dims_of(y);
+    const std::size_t nd = g.xd.size() - 2;
+    g.group = a.i("group", 1);
     auto strides = a.is("strides"), dil = a.is("dilations"), pads = a.is("pads");
     if (strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
-      throw InvalidArgument(cat("Conv ", op.name, ": strides/dilations/pads ranks"));
-    Dims pl(pads.begin(), pads.begin() + nd), pr(nd), dd(nd);
+      throw InvalidArgument(cat(op.op, " ", op.name, ": strides/dilations/pads ranks"));
+    g.strides = Dims(strides.begin(), strides.end());
+    g.pl = Dims(pads.begin(), pads.begin() + nd), g.pr = Dims(nd), g.dd = Dims(nd);
     for (std::size_t i = 0; i < nd; ++i) {
-      dd[i] = dil[i] - 1;
+      g.dd[i] = dil[i] - 1;
       // Right padding that yields exactly the declared output extent.
-      pr[i] = (yd[2 + i] - 1) * strides[i] + (wd[2 + i] - 1) * dil[i] + 1 - xd[2 + i] - pl[i];
+      g.pr[i] = (g.yd[2 + i] - 1) * strides[i] + (g.wd[2 + i] - 1) * dil[i] + 1 - g.xd[2 + i] -
+                g.pl[i];
     }
-    Dims wdims = wd;
-    if (group > 1) {
-      wdims = {group, wd[0] / group};
-      wdims.insert(wdims.end(), wd.begin() + 1, wd.end());
+    g.wdims = g.wd;
+    if (g.group > 1) {
+      g.wdims = {g.group, g.wd[0] / g.group};
+      g.wdims.insert(g.wdims.end(), g.wd.begin() + 1, g.wd.end());
     }
+    return g;
+  }
+
+  void conv(const OpDecl& op, const Attrs& a) {
+    const int x = in(op, 0), w = in(op, 1), y = out(op);
+    const ConvGeometry g = conv_geometry(op, a, x, w, y);
+    const Dims &xd = g.xd, &wd = g.wd, &yd = g.yd, &wdims = g.wdims;
     bool has_sum = false;
     dnnl::primitive_attr attr;
     attr.set_post_ops(post_ops(a, true, &has_sum));
@@ -514,7 +529,7 @@ struct Plan::Impl {
       pd = dnnl::convolution_forward::primitive_desc(
           cpu_engine(), dnnl::prop_kind::forward_inference,
           dnnl::algorithm::convolution_direct, src_any, w_any, b_md, dst_any,
-          Dims(strides.begin(), strides.end()), dd, pl, pr, attr);
+          g.strides, g.dd, g.pl, g.pr, attr);
     } catch (const dnnl::error& e) {
       throw BackendError(cat("Conv ", op.name, ": oneDNN: ", e.what()));
     }
@@ -1138,22 +1153,9 @@ struct Plan::Impl {
     const int x = in(op, 0), w = in(op, 1), y = out(op);
     if (!ts[w].is_const || tensors[w].dtype != DType::s8)
       throw Unsupported(cat("QConv ", op.name, ": weights must be a constant int8 tensor"));
-    const Dims xd = dims_of(x), wd = dims_of(w), yd = dims_of(y);
-    const std::size_t nd = xd.size() - 2;
-    const std::int64_t group = a.i("group", 1);
-    auto strides = a.is("strides"), dil = a.is("dilations"), pads = a.is("pads");
-    if (strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
-      throw InvalidArgument(cat("QConv ", op.name, ": strides/dilations/pads ranks"));
-    Dims pl(pads.begin(), pads.begin() + nd), pr(nd), dd(nd);
-    for (std::size_t i = 0; i < nd; ++i) {
-      dd[i] = dil[i] - 1;
-      pr[i] = (yd[2 + i] - 1) * strides[i] + (wd[2 + i] - 1) * dil[i] + 1 - xd[2 + i] - pl[i];
-    }
-    Dims wdims = wd;
-    if (group > 1) {
-      wdims = {group, wd[0] / group};
-      wdims.insert(wdims.end(), wd.begin() + 1, wd.end());
-    }
+    const ConvGeometry g = conv_geometry(op, a, x, w, y);
+    const Dims &xd = g.xd, &wd = g.wd, &yd = g.yd, &wdims = g.wdims;
+    const std::int64_t group = g.group;
     QLinear q = qlinear_attrs(op, a, x, y, group > 1 ? 3 : 1, std::size_t(wd[0]));
     const bool bias = has_in(op, 2);
     const dt xt = to_dnnl(tensors[x].dtype), yt = to_dnnl(tensors[y].dtype);
@@ -1163,8 +1165,7 @@ struct Plan::Impl {
       pd = dnnl::convolution_forward::primitive_desc(
           cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
           memory::desc(xd, xt, tag::any), memory::desc(wdims, dt::s8, tag::any), b_md,
-          memory::desc(yd, yt, tag::any), Dims(strides.begin(), strides.end()), dd, pl, pr,
-          q.attr);
+          memory::desc(yd, yt, tag::any), g.strides, g.dd, g.pl, g.pr, q.attr);
     } catch (const dnnl::error& e) {
       throw Unsupported(cat("QConv ", op.name, ": no oneDNN int8 convolution: ", e.what()));
     }
