@@ -411,3 +411,14 @@ def test_calibration_streams_in_bounded_memory():
     quantize_model(lpcv.zoo.reference("fmnist-lenet5"), loader, "w4a8", bias_correction=True,
                    progress=False)
     assert loader.peak <= 3, loader.peak
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("lpcv.quantize.model", "lpcv.quantize.mixed", "lpcv._capture", "lpcv.graph",
+                 "lpcv.cli"):
+        mod = importlib.import_module(name)
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, name
