@@ -117,6 +117,7 @@ class _Analysis:
 
     def __init__(self, model: Model):
         self.model = m = model
+        self.infos = m.infer_shapes(batch_size=1)
         self.readers: Dict[str, List[Node]] = {}
         for n in m.nodes:
             for t in dict.fromkeys(n.inputs):
@@ -519,7 +520,7 @@ def quantize_model(model: Model, calib: Any, config: Optional[str] = None, *,
         stats = None
         if sequential:
             sim = _qdq_model(fm, an, done, act_params)
-            stats = _layer_statistics(sim, fm, layer, data, method, adaround_rows, rng, threads,
+            stats = _layer_statistics(sim, fm, an, layer, data, method, adaround_rows, rng, threads,
                                       float_mean=bias_correction == "empirical")
         bias = fm.initializers[layer.bias] if layer.bias is not None else None
         q_flat = _round(layer, flat, scale, bits, method, stats, adaround_iters, rng, bias)
@@ -673,11 +674,10 @@ def _qdq_model(fm: Model, an: _Analysis, done: Mapping[str, _QuantizedWeight],
 
 
 # ------------------------------------------------------ per-layer statistics
-def _conv_geometry(fm: Model, layer: _Layer) -> Dict[str, Any]:
+def _conv_geometry(fm: Model, an: _Analysis, layer: _Layer) -> Dict[str, Any]:
     n = layer.node
     w = fm.initializers[layer.weight]
-    infos = fm.infer_shapes(batch_size=1)
-    x = infos[layer.x]
+    x = an.infos[layer.x]
     kernel = list(w.shape[2:])
     strides = [int(s) for s in n.attrs.get("strides", [1, 1])]
     dil = [int(d) for d in n.attrs.get("dilations", [1, 1])]
@@ -694,14 +694,15 @@ def _rows(fm: Model, layer: _Layer, x: np.ndarray, geometry) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))[None]
 
 
-def _layer_statistics(sim: Model, fm: Model, layer: _Layer, data: CalibrationData, method: str,
+def _layer_statistics(sim: Model, fm: Model, an: _Analysis, layer: _Layer,
+                      data: CalibrationData, method: str,
                       max_rows: int, rng, threads, float_mean: bool = False) -> Dict[str, Any]:
     """Mean input rows (bias correction), Hessian (GPTQ) or a row sample (AdaRound).
 
     Inputs come from ``sim`` (preceding layers quantized); ``x``/``mean_float``
     from the float model on the same samples.
     """
-    geometry = _conv_geometry(fm, layer) if layer.node.op == "Conv" else None
+    geometry = _conv_geometry(fm, an, layer) if layer.node.op == "Conv" else None
     quantized = "simulate" if any(n.op == "QuantizeLinear" or n.op == "DequantizeLinear"
                                   for n in sim.nodes) else None
     q_stream = _stream(sim, [layer.x] if layer.x not in {v.name for v in sim.inputs} else [],
@@ -825,16 +826,24 @@ def _row_absmax(node: Node, w: np.ndarray) -> np.ndarray:
     return np.abs(w).max(axis=0)
 
 
+def _normal_cdf(u: np.ndarray) -> np.ndarray:
+    """Standard normal CDF, vectorized (erf by Abramowitz & Stegun 7.1.26,
+    absolute error below 1.5e-7; NumPy has no erf)."""
+    x = np.abs(u) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+                                                        + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(u) * erf)
+
+
 def _expected_activation(beta: np.ndarray, std: np.ndarray, act: Optional[str]) -> np.ndarray:
     """E[f(z)] for z ~ N(β, std²) and f = identity, ReLU or ReLU6 (eq. 11.30)."""
-    from math import erf, sqrt, pi
-
     def g(mu: np.ndarray) -> np.ndarray:  # E[ReLU(z)] for z ~ N(mu, std²)
         sd = np.maximum(std, 1e-12)
         u = mu / sd
-        pdf = np.exp(-0.5 * u * u) / np.sqrt(2 * pi)
-        cdf = 0.5 * (1 + np.vectorize(erf)(u / sqrt(2)))
-        return sd * pdf + mu * cdf
+        pdf = np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+        return sd * pdf + mu * _normal_cdf(u)
 
     if act is None:
         return beta
@@ -863,7 +872,7 @@ def _analytic_bias(fm: Model, an: _Analysis, layer: _Layer, dw: np.ndarray,
             return None
         if p.op in ("GlobalAveragePool", "Flatten", "Reshape", "Identity", "Dropout"):
             if p.op in ("Flatten", "Reshape"):
-                shape = fm.infer_shapes(batch_size=1)[p.inputs[0]].shape
+                shape = an.infos[p.inputs[0]].shape
                 spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
             t = p.inputs[0]
         elif p.op in ("Relu", "Clip") and act is None:
