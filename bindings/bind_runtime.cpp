@@ -93,8 +93,15 @@ void bind_runtime(py::module_& m) {
              std::vector<const void*> ip;
              std::vector<void*> op;
              self.check(ins, outs, ip, op);
-             py::gil_scoped_release release;
-             return self.plan->profile(ip, op, repeats, threads);
+             std::vector<runtime::Plan::StepTiming> t;
+             {
+               py::gil_scoped_release release;
+               t = self.plan->profile(ip, op, repeats, threads);
+             }
+             // (median, min) seconds per step
+             std::vector<std::pair<double, double>> out;
+             for (const auto& s : t) out.emplace_back(s.median, s.min);
+             return out;
            },
            py::arg("inputs"), py::arg("outputs"), py::arg("repeats"), py::arg("threads") = 0)
       .def("steps",

@@ -1057,9 +1057,9 @@ class Session:
         Table
             Columns ``node``, ``nodes`` (original node names), ``op``,
             ``kind`` (primitive), ``impl``, ``time_ms`` (median over repeats,
-            layout conversions included), ``reorder_ms`` (of which layout
-            conversions)
-            and ``share`` of the total.
+            layout conversions included), ``min_ms`` (the fastest repeat:
+            on a shared machine, the time without contention), ``reorder_ms``
+            (of which layout conversions, median) and ``share`` of the total.
         """
         if not isinstance(repeats, int) or repeats < 1:
             raise ValidationError(f"repeats must be a positive int, got {repeats!r}")
@@ -1077,12 +1077,14 @@ class Session:
             key = node or "<output reorder>"
             row = rows.setdefault(key, {"node": key, "nodes": ", ".join(low.sources.get(node, [])),
                                         "op": op_of.get(node, "Reorder"), "kind": kind,
-                                        "impl": impl, "time_ms": 0.0, "reorder_ms": 0.0})
+                                        "impl": impl, "time_ms": 0.0, "min_ms": 0.0,
+                                        "reorder_ms": 0.0})
             if kind != "reorder" and row["kind"] == "reorder":
                 row["kind"], row["impl"] = kind, impl
-            row["time_ms"] += t * 1e3
+            row["time_ms"] += t[0] * 1e3
+            row["min_ms"] += t[1] * 1e3
             if kind == "reorder":
-                row["reorder_ms"] += t * 1e3
+                row["reorder_ms"] += t[0] * 1e3
         total = sum(r["time_ms"] for r in rows.values()) or 1.0
         for r in rows.values():
             r["share"] = r["time_ms"] / total

@@ -1483,7 +1483,7 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
   }
 }
 
-std::vector<double> Plan::profile(const std::vector<const void*>& inputs,
+std::vector<Plan::StepTiming> Plan::profile(const std::vector<const void*>& inputs,
                                   const std::vector<void*>& outputs, int repeats,
                                   int threads) {
   if (repeats < 1) throw InvalidArgument(cat("repeats must be >= 1, got ", repeats));
@@ -1503,14 +1503,16 @@ std::vector<double> Plan::profile(const std::vector<const void*>& inputs,
   } catch (const dnnl::error& e) {
     throw BackendError(cat("oneDNN: ", e.what()));
   }
-  // The median resists the occasional descheduled thread better than the mean.
-  std::vector<double> median(samples.size());
+  // The median resists the occasional descheduled thread better than the
+  // mean; the minimum is the time without contention from other tenants.
+  std::vector<StepTiming> out(samples.size());
   for (std::size_t i = 0; i < samples.size(); ++i) {
     auto& v = samples[i];
     std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-    median[i] = v[v.size() / 2];
+    out[i].median = v[v.size() / 2];
+    out[i].min = *std::min_element(v.begin(), v.end());
   }
-  return median;
+  return out;
 }
 
 std::vector<StepInfo> Plan::steps() const {

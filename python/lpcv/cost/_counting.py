@@ -64,8 +64,6 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         return infos[t].size * (dtype.itemsize if dtype.kind in "iu" else act_bytes)
 
     for op, lname, ins, outs, attrs in low.ops:
-        if op == "View":
-            continue
         in_names = [name_of[i] for i in ins if i >= 0]
         out_names = [name_of[i] for i in outs if i >= 0]
         out_elems = sum(infos[o].size for o in out_names)
@@ -80,6 +78,12 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
                            output_shape=tuple(infos[out_names[0]].shape) if out_names else ())
         if int8 and op != "QAdd":
             op = "Conv" if op == "QConv" else "MatMul"
+        if op == "View":
+            # Free unless its input must first be converted to the plain
+            # layout (decided below); then a "Reorder" layer.
+            layer.op, layer.op_class = "Reorder", "data"
+            layers.append(layer)
+            continue
         if op == "Conv":
             w = infos[in_names[1]].shape
             group = int(attrs.get("group", 1))
@@ -122,7 +126,11 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         layer.regime = layer.regime or layer.op_class
         layers.append(layer)
     _predict_reorders(low, layers, nbytes)
-    return layers
+    views = [layer for layer in layers if layer.op == "Reorder"]
+    for layer in views:
+        layer.input_bytes = layer.output_bytes = layer.reorder_bytes // 2
+        layer.regime = "data"
+    return [layer for layer in layers if layer.op != "Reorder" or layer.reorder_bytes]
 
 
 # Channels up to which oneDNN runs a convolution straight on the plain (NCHW)
@@ -170,9 +178,15 @@ def _predict_reorders(low, layers: List[LayerCount], nbytes) -> None:
             # A residual operand is converted into the output buffer (a sum
             # post-op works in place), so that conversion is never shared.
             convert(layer, data_in[1:], "nhwc", reuse=False)
-        elif op in ("Transpose", "Split", "View"):
+        elif op == "View":
+            # A reshape needs (and converts to) the plain layout, unless the
+            # input has no spatial extent: then every layout is the same bytes.
+            if data_in and int(np.prod(low.infos[data_in[0]].shape[2:], dtype=np.int64)) > 1:
+                convert(layer, data_in[:1], "plain")
+            out = "plain"
+        elif op in ("Transpose", "Split"):
             # Permutations and splits are reorders themselves and write the
-            # plain layout; a reshape needs (and converts to) the plain layout.
+            # plain layout.
             out = "plain"
         elif op in ("Gemm", "MatMul", "QMatMul"):
             out = "plain"

@@ -122,6 +122,14 @@ class Device:
     compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
         Fraction of the compute and bandwidth ceilings real kernels reach,
         per regime (see ``REGIMES``; ``conv1x1`` defaults to ``conv``).
+    overlap : mapping of regime to [0, 1], optional
+        How much of the shorter of a layer's compute and memory times is
+        *not* hidden behind the longer: latency = max(c, m) + overlap·min(c, m).
+        0 (the default) is the ideal roofline; kernels that alternate between
+        loading a tile and computing on it sit in between.
+    run_overhead : float
+        Fixed seconds per inference outside the layers (dispatch, binding the
+        inputs, copying the outputs); added to the whole-model latency.
     description, source : str
         What the device is and where its figures come from.
     """
@@ -142,6 +150,8 @@ class Device:
     class_overhead: Mapping[str, float] = field(default_factory=dict)
     reorder_overhead: float = 0.0
     reorder_bandwidth: Optional[float] = None
+    overlap: Mapping[str, float] = field(default_factory=dict)
+    run_overhead: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -158,6 +168,11 @@ class Device:
             if "conv1x1" not in eff and "conv" in eff:
                 eff["conv1x1"] = eff["conv"]
             object.__setattr__(self, f, _frozen(eff, REGIMES, f, lo=0.0, hi=1.0, lo_open=True))
+        ov = dict(self.overlap or {})
+        if "conv1x1" not in ov and "conv" in ov:
+            ov["conv1x1"] = ov["conv"]
+        object.__setattr__(self, "overlap", _frozen(ov, REGIMES, "overlap", default=0.0,
+                                                    lo=0.0, hi=1.0))
         for f in ("dram_bandwidth", "cache_bandwidth"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
@@ -171,8 +186,8 @@ class Device:
         _frozen(given, REGIMES, "class_overhead", lo=0.0, hi=1.0)   # validates
         object.__setattr__(self, "class_overhead",
                            MappingProxyType({k: float(v) for k, v in given.items()}))
-        for f in ("cache_bytes", "overhead", "reorder_overhead", "dram_energy_per_byte",
-                  "cache_energy_per_byte"):
+        for f in ("cache_bytes", "overhead", "reorder_overhead", "run_overhead",
+                  "dram_energy_per_byte", "cache_energy_per_byte"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
                 raise ValidationError(f"Device.{f} must be a finite number >= 0, got {v!r}")
@@ -187,6 +202,19 @@ class Device:
         if regime not in REGIMES:
             raise ValidationError(f"regime must be one of {REGIMES}, got {regime!r}")
         return self.class_overhead.get(regime, self.overhead)
+
+    def layer_latency(self, regime: str, compute: float, memory: float,
+                      reorder_bytes: float = 0.0) -> float:
+        """Seconds of one layer of ``regime`` from its compute and memory times.
+
+        ``compute`` and ``memory`` are the roofline times at the regime's
+        efficiencies; the shorter is partly exposed (``overlap``), the
+        regime's fixed cost is added, and a layout conversion of
+        ``reorder_bytes`` (read + written) in front of the layer if any.
+        """
+        body = max(compute, memory) + self.overlap[regime] * min(compute, memory)
+        reorder = self.reorder_time(reorder_bytes) if reorder_bytes else 0.0
+        return body + self.regime_overhead(regime) + reorder
 
     def reorder_time(self, nbytes: float) -> float:
         """Seconds of a layout conversion that reads and writes ``nbytes`` in all."""
@@ -301,7 +329,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v4"
+_LIBRARY_KEY = "host-v5"
 
 
 def _user_cache_dir() -> Path:

@@ -28,7 +28,7 @@ class ModelCost:
     weight_bytes: int
     activation_bytes: int  # read + written by all layers
     dram_bytes: float
-    latency: float         # s, sum of layer latencies
+    latency: float         # s, sum of layer latencies + the device's per-inference overhead
     energy: float          # J
     peak_activation_bytes: float
     layers: int
@@ -197,7 +197,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         weight_bytes=total_weights,
         activation_bytes=sum(r["input_bytes"] + r["output_bytes"] for r in rows),
         dram_bytes=sum(r["dram_bytes"] for r in rows),
-        latency=sum(r["latency_ms"] for r in rows) * 1e-3,
+        latency=sum(r["latency_ms"] for r in rows) * 1e-3 + dev.run_overhead,
         energy=sum(c.compute_energy + c.memory_energy for c in costs),
         peak_activation_bytes=peak, layers=len(rows))
     return CostReport(rows, dev, model.name, int(batch_size), total)
@@ -211,7 +211,10 @@ def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
     compute, memory = c.compute_time / ce, c.memory_time / me
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
-    latency = max(compute, memory) + dev.regime_overhead(regime) + reorder
+    if layer.op == "Reorder":   # a layout conversion alone (in front of a reshape)
+        latency = reorder
+    else:
+        latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes)
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)

@@ -82,8 +82,14 @@ class Plan {
   void run(const std::vector<const void*>& inputs,
            const std::vector<void*>& outputs, int threads = 0);
 
-  /// Runs @p repeats times and returns, per step, the median seconds.
-  std::vector<double> profile(const std::vector<const void*>& inputs,
+  /// Per-step wall-clock statistics of Plan::profile, in seconds.
+  struct StepTiming {
+    double median;
+    double min;  ///< the fastest repeat: on a shared machine, the uncontended time
+  };
+
+  /// Runs @p repeats times and returns, per step, the median and fastest seconds.
+  std::vector<StepTiming> profile(const std::vector<const void*>& inputs,
                               const std::vector<void*>& outputs, int repeats,
                               int threads = 0);
 
