@@ -17,6 +17,7 @@ void bind_cost(py::module_& m) {
       .def_readwrite("cache_bytes", &DeviceSpec::cache_bytes)
       .def_readwrite("cache_bandwidth", &DeviceSpec::cache_bandwidth)
       .def_readwrite("dram_bandwidth", &DeviceSpec::dram_bandwidth)
+      .def_readwrite("dram_write_cost", &DeviceSpec::dram_write_cost)
       .def_readwrite("cache_energy_per_byte", &DeviceSpec::cache_energy_per_byte)
       .def_readwrite("dram_energy_per_byte", &DeviceSpec::dram_energy_per_byte)
       .def_readwrite("overhead", &DeviceSpec::overhead)

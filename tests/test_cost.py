@@ -251,12 +251,12 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         compute_efficiency={"conv": 0.5, "conv1x1": 0.25, "depthwise": 0.1},
         memory_efficiency={"conv": 0.8, "conv1x1": 0.4, "depthwise": 0.9},
         class_overhead={"conv1x1": 7e-6, "depthwise": 3e-6}, reorder_overhead=11e-6,
-        reorder_bandwidth=5e9)
+        reorder_bandwidth=5e9, overlap={"conv": 0.3, "depthwise": 0.5}, run_overhead=20e-6)
     # cin=8 > 4: the first convolution converts the plain input to channels-last.
     m = _conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)], cin=8)
     rows = profile(m, dev).rows
     raw = profile(m, dev.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
-                                 class_overhead={}, reorder_overhead=0.0)).rows
+                                 class_overhead={}, reorder_overhead=0.0, overlap={})).rows
     assert [r["regime"] for r in rows] == ["conv", "depthwise", "conv1x1"]
     assert rows[0]["reorder_bytes"] == 2 * 8 * 12 * 12 * 4
     assert rows[1]["reorder_bytes"] == rows[2]["reorder_bytes"] == 0
@@ -266,9 +266,31 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         reo = (11e-6 + r["reorder_bytes"] / 5e9) if r["reorder_bytes"] else 0.0
         # Raw terms at efficiency 1: compute = operations / peak.
         assert q["compute_ms"] == pytest.approx(r["ops"] / dev.peak() * 1e3)
-        expect = max(q["compute_ms"] / ce, q["memory_ms"] / me) + (ov + reo) * 1e3
+        c, mem = q["compute_ms"] / ce, q["memory_ms"] / me
+        expect = max(c, mem) + dev.overlap[r["regime"]] * min(c, mem) + (ov + reo) * 1e3
         assert r["latency_ms"] == pytest.approx(expect)
-    assert profile(m, dev).total.latency == pytest.approx(sum(r["latency_ms"] for r in rows) / 1e3)
+    assert dev.overlap["conv1x1"] == 0.3                  # conv1x1 defaults to conv
+    assert profile(m, dev).total.latency == pytest.approx(
+        sum(r["latency_ms"] for r in rows) / 1e3 + 20e-6)
+    with pytest.raises(ValidationError, match="overlap"):
+        dev.replace(overlap={"conv": 1.5})
+
+
+def test_dram_writes_cost_more_than_reads():
+    # A 1x1 convolution reading its 1 MB input from DRAM (the model input),
+    # weights from cache, writing a 4 MB output that spills to DRAM:
+    # memory time = (reads + write_cost * writes) / DRAM bw + cached / cache bw.
+    m = _conv_model([(64, 1, 1)], hw=128, cin=16)
+    dev = Device.preset("rpi4").replace(cache_bytes=2.5 * 2 ** 20)
+    one, two = (profile(m, dev.replace(dram_write_cost=w)).rows[0] for w in (1.0, 2.0))
+    reads, writes, cached = one["input_bytes"], one["output_bytes"], one["weight_bytes"]
+    assert one["dram_bytes"] == two["dram_bytes"] == reads + writes
+    me = dev.memory_efficiency["conv1x1"]
+    for row, w in ((one, 1), (two, 2)):
+        expect = (reads + w * writes) / dev.dram_bandwidth + cached / dev.cache_bandwidth
+        assert row["memory_ms"] == pytest.approx(expect / me * 1e3)
+    with pytest.raises(ValidationError, match="dram_write_cost"):
+        dev.replace(dram_write_cost=0.5)
 
 
 def test_device_regime_figures():

@@ -25,6 +25,8 @@ void check_device(const DeviceSpec& d) {
                               " cache=", d.cache_bandwidth));
   if (!std::isfinite(d.cache_bytes) || d.cache_bytes < 0)
     throw InvalidArgument(cat("device: cache capacity must be >= 0, got ", d.cache_bytes));
+  if (!(d.dram_write_cost >= 1 && d.dram_write_cost <= 4))
+    throw InvalidArgument(cat("device: DRAM write cost must be in [1, 4], got ", d.dram_write_cost));
   if (!std::isfinite(d.overhead) || d.overhead < 0)
     throw InvalidArgument(cat("device: overhead must be >= 0, got ", d.overhead));
   if (d.cache_energy_per_byte < 0 || d.dram_energy_per_byte < 0)
@@ -57,20 +59,21 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     // served from it, and one operand re-read per extra cache-sized tile when
     // weights and input together do not fit.
     const double cache = d.cache_bytes;
-    double dram = 0;
+    double dram = 0, written = 0;
     if (!l.weights_in_cache) dram += l.weight_bytes;
     if (!l.input_in_cache) dram += l.input_bytes;
-    if (l.output_bytes > cache / 2) dram += l.output_bytes;
+    if (l.output_bytes > cache / 2) written = l.output_bytes;
     const double ws = l.weight_bytes + l.input_bytes;
     if (cache > 0 && ws > cache && l.macs > 0) {
       const double tiles = std::ceil(ws / cache);
       dram += (tiles - 1) * std::min(l.weight_bytes, l.input_bytes);
     }
-    r.dram_bytes = dram;
-    const double cached = std::max(0.0, r.bytes - std::min(dram, r.bytes));
+    r.dram_bytes = dram + written;
+    const double cached = std::max(0.0, r.bytes - std::min(r.dram_bytes, r.bytes));
     r.intensity = r.bytes > 0 ? r.flops / r.bytes : INFINITY;
     r.compute_time = r.flops / (peak * d.compute_efficiency[c]);
-    r.memory_time = (dram / d.dram_bandwidth + cached / d.cache_bandwidth) / d.memory_efficiency[c];
+    r.memory_time = ((dram + d.dram_write_cost * written) / d.dram_bandwidth +
+                     cached / d.cache_bandwidth) / d.memory_efficiency[c];
     r.memory_bound = r.memory_time > r.compute_time;
     r.latency = std::max(r.compute_time, r.memory_time) + d.overhead;
     r.compute_energy = l.macs * d.energy_per_mac[p] +

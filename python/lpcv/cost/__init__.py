@@ -22,14 +22,18 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
 * compute time = operations / (peak(precision) · compute efficiency of the
   regime); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
   bandwidth) / memory efficiency of the regime; latency = max(compute,
-  memory) + the regime's fixed per-primitive cost + predicted layout
-  conversions (the runtime's convolutions keep activations channels-last; a
-  convolution whose input or residual operand comes in another layout pays
-  the reorder's fixed cost + bytes read and written / reorder bandwidth);
+  memory) + overlap · min(compute, memory) (the part of the shorter term real
+  kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
+  fixed per-primitive cost + predicted layout conversions (the runtime's
+  convolutions keep activations channels-last; a convolution whose input or
+  residual operand comes in another layout, or a reshape of a non-plain
+  tensor, pays the reorder's fixed cost + bytes read and written / reorder
+  bandwidth); the whole model adds the device's per-inference overhead;
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks and fits each regime's efficiencies and fixed cost, and
-  the reorder cost, on the measured layers of networks that
-  ``bench/cost_fidelity.py`` does not validate on;
+  micro-benchmarks (fastest repeats) and fits the reorder cost on measured
+  conversions, then each regime's efficiencies, overlap and fixed cost on the
+  measured layers (fastest repeat) of networks that ``bench/cost_fidelity.py``
+  does not validate on;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 

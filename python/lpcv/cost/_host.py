@@ -207,7 +207,9 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     int8 = max(2 * n ** 3 / _core.time_matmul(n, n, n, "int8", 10, threads)
                for n in (1024, 2048))
     steps.update()
-    dram = 2 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
+    # A copy reads the source, and reads then writes back the destination
+    # (write-allocate): 3 transfers per byte, writes costing two reads.
+    dram = 3 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
     steps.update()
     cache = _cache_bytes(threads)
     # Source and destination together fill half the private caches.
@@ -219,7 +221,7 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     base = Device(
         name="host", peak_flops={"fp32": fp32, "int8": int8}, dram_bandwidth=dram,
         cache_bytes=cache, cache_bandwidth=max(cache_bw, dram), overhead=overhead,
-        run_overhead=per_run,
+        run_overhead=per_run, dram_write_cost=2.0,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))

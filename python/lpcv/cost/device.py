@@ -100,7 +100,13 @@ class Device:
         Peak arithmetic throughput (2 FLOPs per MAC). Precisions left out or
         0 run at the fp32 rate. ``fp32`` is required.
     dram_bandwidth : float
-        Sustained DRAM bandwidth, bytes/s.
+        Sustained DRAM bandwidth, bytes/s (reading).
+    dram_write_cost : float
+        DRAM time of a byte written relative to one read, in [1, 4]: caches
+        that allocate on write read a line before overwriting it and write it
+        back later, so streaming a write costs about two reads (2). The
+        presets keep 1 (datasheet bandwidth for all traffic);
+        :meth:`from_host` measures 2 with a copy.
     cache_bytes : float
         Last-level cache capacity available to the model, bytes.
     cache_bandwidth : float
@@ -152,6 +158,7 @@ class Device:
     reorder_bandwidth: Optional[float] = None
     overlap: Mapping[str, float] = field(default_factory=dict)
     run_overhead: float = 0.0
+    dram_write_cost: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -182,6 +189,9 @@ class Device:
             if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
                 raise ValidationError(f"Device.reorder_bandwidth must be a positive finite "
                                       f"number or None, got {v!r}")
+        v = self.dram_write_cost
+        if not isinstance(v, (int, float)) or not 1.0 <= v <= 4.0:
+            raise ValidationError(f"Device.dram_write_cost must be in [1, 4], got {v!r}")
         given = dict(self.class_overhead or {})
         _frozen(given, REGIMES, "class_overhead", lo=0.0, hi=1.0)   # validates
         object.__setattr__(self, "class_overhead",
@@ -235,6 +245,7 @@ class Device:
         spec.cache_bytes = float(self.cache_bytes)
         spec.cache_bandwidth = float(self.cache_bandwidth)
         spec.dram_bandwidth = float(self.dram_bandwidth)
+        spec.dram_write_cost = float(self.dram_write_cost)
         spec.cache_energy_per_byte = float(self.cache_energy_per_byte)
         spec.dram_energy_per_byte = float(self.dram_energy_per_byte)
         spec.overhead = float(self.overhead)
@@ -329,7 +340,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v5"
+_LIBRARY_KEY = "host-v6"
 
 
 def _user_cache_dir() -> Path:

@@ -32,7 +32,10 @@ struct DeviceSpec {
   std::array<double, kPrecisions> energy_per_mac{}; ///< J per multiply-add
   double cache_bytes = 0;        ///< last-level cache capacity
   double cache_bandwidth = 0;    ///< B/s between cache and cores
-  double dram_bandwidth = 0;     ///< B/s
+  double dram_bandwidth = 0;     ///< B/s, reading
+  /// DRAM time of a written byte relative to a read one: write-allocate
+  /// caches read a line before overwriting it, then write it back.
+  double dram_write_cost = 1;
   double cache_energy_per_byte = 0;  ///< J/B
   double dram_energy_per_byte = 0;   ///< J/B
   double overhead = 0;           ///< s per primitive
