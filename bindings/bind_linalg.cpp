@@ -14,6 +14,8 @@
 #include "lpcv/linalg/hessian.hpp"
 #include "lpcv/linalg/im2col.hpp"
 
+#include "numpy_views.hpp"
+
 namespace lpcv::bindings {
 
 namespace py = pybind11;
@@ -21,8 +23,6 @@ namespace la = lpcv::linalg;
 
 namespace {
 
-template <typename T>
-using carray = py::array_t<T, py::array::c_style>;
 
 la::ConvGeometry make_geometry(const std::vector<std::int64_t>& x_shape,
                                const std::vector<std::int64_t>& kernel,
@@ -51,10 +51,6 @@ la::ConvGeometry make_geometry(const std::vector<std::int64_t>& x_shape,
   g.group = group;
   g.validate();
   return g;
-}
-
-std::vector<std::int64_t> shape_of(const py::array& a) {
-  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
 carray<double> writeable_f64(const py::array& a, const std::vector<std::int64_t>& shape,

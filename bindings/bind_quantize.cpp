@@ -13,19 +13,14 @@
 #include "lpcv/quantize/nonuniform.hpp"
 #include "lpcv/quantize/uniform.hpp"
 
+#include "numpy_views.hpp"
+
 namespace lpcv::bindings {
 
 namespace py = pybind11;
 namespace q = lpcv::quantize;
 
 namespace {
-
-template <typename T>
-using carray = py::array_t<T, py::array::c_style>;
-
-std::vector<std::int64_t> shape_vec(const py::array& a) {
-  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
-}
 
 q::Granularity granularity_from(const std::string& g) {
   if (g == "per_tensor") return q::Granularity::per_tensor;
@@ -37,7 +32,7 @@ q::Granularity granularity_from(const std::string& g) {
 
 q::Layout layout_of(const py::array& a, const std::string& g, int axis,
                     std::int64_t group) {
-  return q::make_layout(shape_vec(a), granularity_from(g), axis, group);
+  return q::make_layout(shape_of(a), granularity_from(g), axis, group);
 }
 
 template <typename T>
@@ -49,11 +44,20 @@ void require_params(const carray<float>& scale, const carray<T>& zp,
                          zp.size()));
 }
 
+// Calls f with a value of the smallest integer type holding the scheme's
+// codes (int8/uint8 up to 8 bits, else int16/uint16): one dispatch for every
+// binding that returns quantized integers.
+template <typename F>
+auto with_int_type(const q::Scheme& s, F&& f) -> decltype(f(std::int8_t{})) {
+  if (s.bits <= 8) return s.is_signed ? f(std::int8_t{}) : f(std::uint8_t{});
+  return s.is_signed ? f(std::int16_t{}) : f(std::uint16_t{});
+}
+
 template <typename T>
 py::array quantize_as(const carray<float>& x, const carray<float>& scale,
                       const carray<std::int32_t>& zp, const q::Layout& L,
                       const q::Scheme& s) {
-  carray<T> out(shape_vec(x));
+  carray<T> out(shape_of(x));
   const float* xp = x.data();
   T* op = out.mutable_data();
   {
@@ -161,12 +165,12 @@ void bind_quantize(py::module_& m) {
       require_params(scale, zp, L);
       carray<float> y;
       if (out.is_none()) {
-        y = carray<float>(shape_vec(x));
+        y = carray<float>(shape_of(x));
       } else {
         py::array oa = out.cast<py::array>();
         if (!oa.dtype().is(py::dtype::of<float>()) ||
             !(oa.flags() & py::array::c_style) || !oa.writeable() ||
-            shape_vec(oa) != shape_vec(x))
+            shape_of(oa) != shape_of(x))
           throw InvalidArgument("out must be a writeable C-contiguous float32 "
                                 "array with the shape of x");
         y = py::reinterpret_borrow<carray<float>>(oa);
@@ -196,11 +200,8 @@ void bind_quantize(py::module_& m) {
           const q::Layout L = layout_of(x, g, axis, group);
           require_params(scale, zp, L);
           q::int_range(s);
-          if (s.bits <= 8)
-            return s.is_signed ? quantize_as<std::int8_t>(x, scale, zp, L, s)
-                               : quantize_as<std::uint8_t>(x, scale, zp, L, s);
-          return s.is_signed ? quantize_as<std::int16_t>(x, scale, zp, L, s)
-                             : quantize_as<std::uint16_t>(x, scale, zp, L, s);
+          return with_int_type(
+              s, [&](auto t) { return quantize_as<decltype(t)>(x, scale, zp, L, s); });
         },
         py::arg("x").noconvert(), py::arg("scale").noconvert(),
         py::arg("zero_point").noconvert(), py::arg("granularity"),
@@ -211,7 +212,7 @@ void bind_quantize(py::module_& m) {
            std::int64_t group, const q::Scheme& s) {
           const q::Layout L = layout_of(x, g, axis, group);
           require_params(scale, zp, L);
-          carray<std::int32_t> out(shape_vec(x));
+          carray<std::int32_t> out(shape_of(x));
           q::ref_quantize_i32(x.data(), out.mutable_data(), L, scale.data(),
                               zp.data(), s);
           return out;
@@ -225,7 +226,7 @@ void bind_quantize(py::module_& m) {
            std::int64_t group) {
           const q::Layout L = layout_of(qa, g, axis, group);
           require_params(scale, zp, L);
-          carray<float> y(shape_vec(qa));
+          carray<float> y(shape_of(qa));
           float* yp = y.mutable_data();
           const float* sp = scale.data();
           const std::int32_t* zpp = zp.data();
@@ -345,7 +346,7 @@ void bind_quantize(py::module_& m) {
           else if (init == "random") p.init = q::KMeansInit::random;
           else throw InvalidArgument(cat("init must be 'linear' or 'random', got ", init));
           p.seed = seed;
-          carray<std::int32_t> labels(shape_vec(x));
+          carray<std::int32_t> labels(shape_of(x));
           const float* xp = x.data();
           std::int32_t* lp = labels.mutable_data();
           const std::int64_t n = x.size();
@@ -362,7 +363,7 @@ void bind_quantize(py::module_& m) {
         py::arg("init"), py::arg("seed"));
   m.def("kmeans_assign",
         [](const carray<float>& x, const carray<float>& codebook) {
-          carray<std::int32_t> labels(shape_vec(x));
+          carray<std::int32_t> labels(shape_of(x));
           const float* xp = x.data();
           const float* cp = codebook.data();
           std::int32_t* lp = labels.mutable_data();
@@ -401,7 +402,7 @@ void bind_quantize(py::module_& m) {
   m.def("binarize",
         [](const carray<float>& w, const std::string& g, int axis, std::int64_t group) {
           const q::Layout L = layout_of(w, g, axis, group);
-          carray<std::int8_t> b(shape_vec(w));
+          carray<std::int8_t> b(shape_of(w));
           carray<float> alpha(L.num_params());
           const float* wp = w.data();
           std::int8_t* bp = b.mutable_data();
@@ -418,7 +419,7 @@ void bind_quantize(py::module_& m) {
         [](const carray<float>& w, const std::string& g, int axis, std::int64_t group,
            double factor) {
           const q::Layout L = layout_of(w, g, axis, group);
-          carray<std::int8_t> t(shape_vec(w));
+          carray<std::int8_t> t(shape_of(w));
           carray<float> alpha(L.num_params()), delta(L.num_params());
           const float* wp = w.data();
           std::int8_t* tp = t.mutable_data();
@@ -501,11 +502,8 @@ void bind_quantize_layerwise(py::module_& m) {
           p.damp = damp;
           p.act_order = act_order;
           q::int_range(scheme);
-          if (scheme.bits <= 8)
-            return scheme.is_signed ? gptq_as<std::int8_t>(w, h, scale, zp, p)
-                                    : gptq_as<std::uint8_t>(w, h, scale, zp, p);
-          return scheme.is_signed ? gptq_as<std::int16_t>(w, h, scale, zp, p)
-                                  : gptq_as<std::uint16_t>(w, h, scale, zp, p);
+          return with_int_type(
+              scheme, [&](auto t) { return gptq_as<decltype(t)>(w, h, scale, zp, p); });
         },
         py::arg("w").noconvert(), py::arg("hessian").noconvert(), py::arg("scale").noconvert(),
         py::arg("zero_point").noconvert(), py::arg("scheme"), py::arg("block_size"),
@@ -625,11 +623,8 @@ void bind_quantize_layerwise(py::module_& m) {
                if (nearest) self.solver->nearest(v.data());
                else self.solver->rounded(v.data());
              }
-             if (s.bits <= 8)
-               return s.is_signed ? ints_as<std::int8_t>(v, self.G, self.M, self.K)
-                                  : ints_as<std::uint8_t>(v, self.G, self.M, self.K);
-             return s.is_signed ? ints_as<std::int16_t>(v, self.G, self.M, self.K)
-                                : ints_as<std::uint16_t>(v, self.G, self.M, self.K);
+             return with_int_type(
+                 s, [&](auto t) { return ints_as<decltype(t)>(v, self.G, self.M, self.K); });
            },
            py::arg("nearest"), py::arg("scheme"))
       .def("output_error",

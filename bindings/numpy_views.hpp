@@ -15,6 +15,10 @@ namespace lpcv::bindings {
 
 namespace py = pybind11;
 
+/// A NumPy array argument pybind11 accepts only C-contiguous with dtype T.
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
 inline runtime::DType dtype_from_name(const std::string& name) {
   if (name == "float32") return runtime::DType::f32;
   if (name == "int8") return runtime::DType::s8;
