@@ -184,6 +184,31 @@ def test_fusion_happens_and_is_visible_in_profile():
     assert (df.min_ms <= df.time_ms + 1e-12).all() and (df.min_ms > 0).all()
 
 
+def _silu_model(extra_output: bool):
+    from lpcv.graph import Model, Node, ValueInfo
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    nodes = [Node("Conv", "conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]}),
+             Node("Sigmoid", "sig", ["c"], ["s"]), Node("Mul", "mul", ["s", "c"], ["y"])]
+    outputs = [ValueInfo("y", (2, 8, 6, 6))] + ([ValueInfo("s", (2, 8, 6, 6))] if extra_output else [])
+    return Model(nodes, [ValueInfo("x", (2, 3, 6, 6))], outputs, {"w": w}, name="silu"), w
+
+
+@pytest.mark.parametrize("extra_output", [False, True])
+def test_silu_is_fused_as_swish_post_op(extra_output):
+    model, w = _silu_model(extra_output)
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    sess = lpcv.Session(model, batch_size=2)
+    kinds = [k for k in sess.steps().column("kind") if k != "reorder"]
+    # Fused only when the sigmoid's output is needed by the Mul alone.
+    assert kinds == (["convolution", "eltwise", "binary"] if extra_output else ["convolution"])
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    c = np.einsum("nchwij,ocij->nohw", np.lib.stride_tricks.sliding_window_view(
+        xp, (3, 3), axis=(2, 3)), w)
+    y = sess.run({"x": x})["y"]
+    np.testing.assert_allclose(y, c / (1 + np.exp(-c)), rtol=1e-5, atol=1e-5)
+
+
 def test_inputs_are_not_mutated():
     model = lpcv.zoo.reference(lpcv.zoo.reference_names()[0])
     x, _ = lpcv.data.load_sample(4)

@@ -61,7 +61,7 @@ from .transforms import fold_batchnorm, fold_constants, prune_unused, remove_ide
 __all__ = ["Session", "Timing", "SUPPORTED_OPS"]
 
 # Eltwise codes shared with plan.cpp (eltwise_alg()).
-_RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM, _ADD_TENSOR = range(9)
+_RELU, _CLIP, _LOGISTIC, _TANH, _HARDSIGMOID, _HARDSWISH, _LINEAR, _SUM, _ADD_TENSOR, _SWISH = range(10)
 
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
@@ -392,6 +392,19 @@ class _Lowered:
             r = readers.get(t, [])
             return r[0] if len(r) == 1 and t not in outputs else None
 
+        def silu(t: str) -> Optional[Tuple[Node, Node]]:
+            # x·sigmoid(x) (SiLU/swish, as exported: Sigmoid and Mul both
+            # reading x): one swish post-op instead of two passes over x.
+            r = readers.get(t, [])
+            if len(r) != 2 or t in outputs:
+                return None
+            sig, mul = sorted(r, key=lambda node: node.op != "Sigmoid")
+            if (sig.op == "Sigmoid" and mul.op == "Mul" and sole_reader(sig.outputs[0]) is mul
+                    and sorted(mul.inputs) == sorted([t, sig.outputs[0]])
+                    and sig.name not in consumed and mul.name not in consumed):
+                return sig, mul
+            return None
+
         self._producer = {o: n for n in m.nodes for o in n.outputs}
         int8 = self.quantized == "int8" and bool(self.qparams)
 
@@ -428,7 +441,16 @@ class _Lowered:
                 continue
             if n.op in ("Conv", "Gemm", "MatMul") or n.op in _BINARY:
                 # Absorb a residual Add (Conv only) and a chain of activations.
-                while (r := sole_reader(out)) is not None and r.name not in consumed:
+                while True:
+                    if (pair := silu(out)) is not None:
+                        post.append((_SWISH, 1.0, 0.0))
+                        consumed.update(k.name for k in pair)
+                        names.extend(k.name for k in pair)
+                        out = pair[1].outputs[0]
+                        continue
+                    r = sole_reader(out)
+                    if r is None or r.name in consumed:
+                        break
                     if (r.op == "Add" and n.op == "Conv" and residual is None and not post
                             and len(r.inputs) == 2):
                         other = r.inputs[1] if r.inputs[0] == out else r.inputs[0]

@@ -98,6 +98,7 @@ dnnl::algorithm eltwise_alg(std::int64_t code) {
     case 4: return dnnl::algorithm::eltwise_hardsigmoid;
     case 5: return dnnl::algorithm::eltwise_hardswish;
     case 6: return dnnl::algorithm::eltwise_linear;
+    case 9: return dnnl::algorithm::eltwise_swish;  // x·sigmoid(alpha·x)
     default: break;
   }
   throw InvalidArgument(cat("unknown eltwise code ", code));
