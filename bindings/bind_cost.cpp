@@ -26,16 +26,16 @@ void bind_cost(py::module_& m) {
   py::class_<LayerCounts>(m, "LayerCounts")
       .def(py::init([](int op_class, int precision, double macs, double other_ops,
                        double weight_bytes, double input_bytes, double output_bytes,
-                       bool input_in_cache, bool weights_in_cache) {
+                       bool input_in_cache, bool weights_in_cache, double weight_reads) {
              if (op_class < 0 || op_class >= kOpClasses) throw InvalidArgument("bad op_class");
              if (precision < 0 || precision >= kPrecisions) throw InvalidArgument("bad precision");
              return LayerCounts{OpClass(op_class), Precision(precision), macs, other_ops,
                                 weight_bytes, input_bytes, output_bytes, input_in_cache,
-                                weights_in_cache};
+                                weights_in_cache, weight_reads};
            }),
            py::arg("op_class"), py::arg("precision"), py::arg("macs"), py::arg("other_ops"),
            py::arg("weight_bytes"), py::arg("input_bytes"), py::arg("output_bytes"),
-           py::arg("input_in_cache"), py::arg("weights_in_cache"));
+           py::arg("input_in_cache"), py::arg("weights_in_cache"), py::arg("weight_reads") = 1.0);
   py::class_<LayerCost>(m, "LayerCost")
       .def_readonly("flops", &LayerCost::flops)
       .def_readonly("bytes", &LayerCost::bytes)

@@ -264,8 +264,12 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         ce, me = dev.compute_efficiency[r["regime"]], dev.memory_efficiency[r["regime"]]
         ov = {"conv": dev.overhead, "conv1x1": 7e-6, "depthwise": 3e-6}[r["regime"]]
         reo = (11e-6 + r["reorder_bytes"] / 5e9) if r["reorder_bytes"] else 0.0
-        # Raw terms at efficiency 1: compute = operations / peak.
-        assert q["compute_ms"] == pytest.approx(r["ops"] / dev.peak() * 1e3)
+        # Raw terms at efficiency 1: compute = operations / peak, the MACs
+        # counted on real input: a 3×3 kernel with padding 1 on a 12-wide
+        # map has 3·12 - 2 of its 3·12 taps per axis on the input.
+        on_input = (34 / 36) ** 2 if r["regime"] != "conv1x1" else 1.0
+        ops = 2 * r["macs"] * on_input + r["other_ops"]
+        assert q["compute_ms"] == pytest.approx(ops / dev.peak() * 1e3)
         c, mem = q["compute_ms"] / ce, q["memory_ms"] / me
         expect = max(c, mem) + dev.overlap[r["regime"]] * min(c, mem) + (ov + reo) * 1e3
         assert r["latency_ms"] == pytest.approx(expect)
@@ -291,6 +295,85 @@ def test_dram_writes_cost_more_than_reads():
         assert row["memory_ms"] == pytest.approx(expect / me * 1e3)
     with pytest.raises(ValidationError, match="dram_write_cost"):
         dev.replace(dram_write_cost=0.5)
+
+
+def _squeeze_excite_conv(cin, cout, batch):
+    """A pooled (1×1) map through a 1×1 convolution: one output position per image."""
+    w = np.ones((cout, cin, 1, 1), np.float32)
+    return Model([Node("GlobalAveragePool", "gap", ["x"], ["p"]),
+                  Node("Conv", "fc", ["p", "w"], ["y"])],
+                 [ValueInfo("x", (batch, cin, 7, 7))], [ValueInfo("y", ())], {"w": w})
+
+
+@pytest.mark.parametrize("cin,cout", [(64, 16), (2048, 1024)])   # 4 KB, 8 MB of weights
+def test_single_position_convs_stream_weights_per_image(cin, cout):
+    # Weights that fit in half the cache are read batch times, the re-reads
+    # from the cache; larger ones are read once, from DRAM.
+    dev = Device.preset("rpi4").replace(dram_write_cost=1.0)
+    one, many = (profile(_squeeze_excite_conv(cin, cout, b), dev, b).rows[1] for b in (1, 8))
+    wb = cin * cout * 4
+    assert one["weight_bytes"] == many["weight_bytes"] == wb
+    me = dev.memory_efficiency["conv1x1"]
+    acts = many["input_bytes"] + many["output_bytes"]   # the pooled map is cached
+    if wb <= dev.cache_bytes / 2:
+        assert many["dram_bytes"] == one["dram_bytes"] == 0
+        expect = (8 * wb + acts) / dev.cache_bandwidth
+    else:   # blocked: the input is re-read once per extra cache-sized tile
+        rereads = (np.ceil((wb + many["input_bytes"]) / dev.cache_bytes) - 1) * many["input_bytes"]
+        assert many["dram_bytes"] == wb + rereads
+        expect = (wb + rereads) / dev.dram_bandwidth + acts / dev.cache_bandwidth
+    assert many["memory_ms"] == pytest.approx(expect / me * 1e3)
+    # A convolution with spatial work reads its weights once, whatever the batch.
+    chain = _conv_model([(16, 1, 1)], hw=8, cin=64)
+    chain = chain.with_changes(inputs=[ValueInfo("x", (8, 64, 8, 8))])
+    row = profile(chain, dev, 8).rows[0]
+    assert row["dram_bytes"] == row["input_bytes"]        # the model input
+    expect = row["input_bytes"] / dev.dram_bandwidth + (
+        row["weight_bytes"] + row["output_bytes"]) / dev.cache_bandwidth
+    assert row["memory_ms"] == pytest.approx(expect / me * 1e3)
+
+
+@pytest.mark.parametrize("size,k,stride,pad,dil", [
+    (2, 3, 1, 1, 1), (7, 3, 2, 1, 1), (12, 5, 1, 2, 1), (9, 3, 1, 2, 2), (1, 3, 1, 1, 1), (8, 1, 1, 0, 1)])
+def test_compute_counts_the_taps_on_real_input(size, k, stride, pad, dil):
+    from lpcv.cost._counting import _taps_on_input
+    # Oracle: a convolution of ones over a zero-padded map of ones sums, per
+    # output, the taps that land on the real input.
+    ones = np.pad(np.ones((size, size)), pad)
+    span = (k - 1) * dil + 1
+    out = (size + 2 * pad - span) // stride + 1
+    expect = sum(ones[i * stride:i * stride + span:dil, j * stride:j * stride + span:dil].sum()
+                 for i in range(out) for j in range(out))
+    attrs = {"strides": [stride] * 2, "dilations": [dil] * 2, "pads": [pad] * 4}
+    pairs, used = _taps_on_input((size, size), (k, k), (out, out), attrs)
+    assert pairs == expect
+    # Taps that touch the input for some output: per axis, those whose
+    # positions over all outputs are not all padding.
+    line = np.pad(np.ones(size), pad)
+    per_axis = sum(line[i * dil:i * dil + (out - 1) * stride + 1:stride].any() for i in range(k))
+    assert used == per_axis ** 2
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_cache_reuse_distance(wide):
+    # t is read by conv b, then by conv c. Between them conv b streams its
+    # weights and writes u: with 1024 output channels (0.6 MB of weights on a
+    # 1 MB cache, half of it for reuse) t is evicted before conv c reads it;
+    # with 8 it stays.
+    rng = np.random.default_rng(0)
+    mid = 1024 if wide else 8
+    inits = {"wa": rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+             "wb": rng.standard_normal((mid, 16, 3, 3)).astype(np.float32),
+             "wc": rng.standard_normal((8, 16, 1, 1)).astype(np.float32)}
+    nodes = [Node("Conv", "a", ["x", "wa"], ["t"], {"pads": [1] * 4}),
+             Node("Conv", "b", ["t", "wb"], ["u"], {"pads": [1] * 4}),
+             Node("Conv", "c", ["t", "wc"], ["v"])]
+    m = Model(nodes, [ValueInfo("x", (1, 3, 8, 8))], [ValueInfo("u", ()), ValueInfo("v", ())], inits)
+    rows = {r["layer"]: r for r in profile(m, "rpi4").rows}
+    # Wide, the model's weights no longer fit in half the cache either.
+    assert rows["b"]["dram_bytes"] == (rows["b"]["weight_bytes"] if wide else 0)
+    assert rows["c"]["dram_bytes"] == (rows["c"]["input_bytes"] + rows["c"]["weight_bytes"]
+                                       if wide else 0)
 
 
 def test_device_regime_figures():

@@ -46,6 +46,8 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     for (double v : {l.macs, l.other_ops, l.weight_bytes, l.input_bytes, l.output_bytes})
       if (!std::isfinite(v) || v < 0)
         throw InvalidArgument(cat("layer ", i, ": counts must be finite and >= 0"));
+    if (!std::isfinite(l.weight_reads) || l.weight_reads < 1)
+      throw InvalidArgument(cat("layer ", i, ": weight_reads must be >= 1, got ", l.weight_reads));
     const int p = int(l.precision), c = int(l.op_class);
     if (p < 0 || p >= kPrecisions || c < 0 || c >= kOpClasses)
       throw InvalidArgument(cat("layer ", i, ": bad precision or op class"));
@@ -63,13 +65,18 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     if (!l.weights_in_cache) dram += l.weight_bytes;
     if (!l.input_in_cache) dram += l.input_bytes;
     if (l.output_bytes > cache / 2) written = l.output_bytes;
+    // Compulsory bytes not moved to or from DRAM come from the cache.
+    double cached = std::max(0.0, r.bytes - std::min(dram + written, r.bytes));
     const double ws = l.weight_bytes + l.input_bytes;
-    if (cache > 0 && ws > cache && l.macs > 0) {
+    // Weights streamed once per image come again from the cache when they
+    // fit in half of it; larger ones are blocked like any other layer's.
+    const bool streamed = l.weight_reads > 1 && l.weight_bytes <= cache / 2;
+    if (streamed) cached += (l.weight_reads - 1) * l.weight_bytes;
+    if (cache > 0 && ws > cache && l.macs > 0 && !streamed) {
       const double tiles = std::ceil(ws / cache);
       dram += (tiles - 1) * std::min(l.weight_bytes, l.input_bytes);
     }
     r.dram_bytes = dram + written;
-    const double cached = std::max(0.0, r.bytes - std::min(r.dram_bytes, r.bytes));
     r.intensity = r.bytes > 0 ? r.flops / r.bytes : INFINITY;
     r.compute_time = r.flops / (peak * d.compute_efficiency[c]);
     r.memory_time = ((dram + d.dram_write_cost * written) / d.dram_bandwidth +

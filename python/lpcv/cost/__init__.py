@@ -12,15 +12,21 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   MACs and FLOPs are both reported, FLOPs = 2·MACs;
 * bytes = weights at their stored format + activations read + written;
   arithmetic intensity = operations / bytes;
-* cache model: an input written by an earlier layer that fits in half the
-  last-level cache is read from cache; weights come from DRAM unless all the
+* cache model: an input written by an earlier layer is read from cache
+  when it, plus everything the layers since wrote or streamed (outputs,
+  weights), fits in half the cache (LRU reuse distance); weights come from DRAM unless all the
   model's weights fit in half the cache; an output larger than half the cache
   goes to DRAM; when weights and input together exceed the cache, the smaller
-  of the two is re-read once per extra cache-sized tile;
+  of the two is re-read once per extra cache-sized tile; a convolution with
+  one output position per image (squeeze-excite, classifier convolutions)
+  streams its weights once per image from the cache when they fit in half
+  of it (larger weights are blocked and reused across the batch);
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones (``REGIMES``);
 * compute time = operations / (peak(precision) · compute efficiency of the
-  regime); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
+  regime), with a convolution's MACs counted on real input only: kernels
+  skip the taps that fall on padding, a large share on small maps (the MACs
+  column keeps the conventional count); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
   bandwidth) / memory efficiency of the regime; latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's

@@ -8,7 +8,7 @@ with :meth:`lpcv.Session.profile`, row by row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -40,6 +40,9 @@ class LayerCount:
     outputs: List[str] = field(default_factory=list)
     regime: str = ""          # op_class, or "conv1x1" for pointwise convolutions
     reorder_bytes: int = 0    # bytes (read + written) of input layout conversions, predicted
+    weight_reads: int = 1     # times the weights are streamed (see count_layers)
+    compute_macs: int = 0     # MACs on real input (padding taps skipped): what the kernel runs
+    weight_traffic: int = 0   # weight bytes the kernel reads (taps never on input are skipped)
 
 
 def lower(model: Model, batch_size: int):
@@ -70,6 +73,7 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         weights = [t for t in in_names if t in inits]
         data_in = [t for t in in_names if t not in inits]
         n_post = len(attrs.get("post_algs", []))
+        tap_share = 1.0   # share of the weights' kernel taps that ever touch real input
         # The runtime's integer kernels (QDQ patterns) compute in int8.
         int8 = op in ("QConv", "QMatMul", "QAdd")
         layer = LayerCount(lname, list(low.sources.get(lname, [lname])), op, "eltwise",
@@ -89,11 +93,20 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             group = int(attrs.get("group", 1))
             y = infos[out_names[0]].shape
             layer.macs = int(np.prod(y, dtype=np.int64) * w[1] * np.prod(w[2:], dtype=np.int64))
+            pairs, used_taps = _taps_on_input(infos[in_names[0]].shape[2:], w[2:], y[2:], attrs)
+            layer.compute_macs = int(y[0] * y[1] * w[1] * pairs)
+            tap_share = used_taps / int(np.prod(w[2:], dtype=np.int64))
             cin = infos[in_names[0]].shape[1]
             layer.op_class = "depthwise" if group > 1 and cin // group == 1 else "conv"
             if layer.op_class == "conv" and all(int(k) == 1 for k in w[2:]):
                 layer.regime = "conv1x1"
             layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
+            if int(np.prod(y[2:], dtype=np.int64)) == 1:
+                # One output position per image (squeeze-excite, classifier
+                # convs): a direct convolution loops over the images and
+                # streams the weights once per image, with no spatial work
+                # to hide the re-reads behind.
+                layer.weight_reads = int(y[0])
         elif op in ("Gemm", "MatMul"):
             a = infos[in_names[0]].shape
             y = infos[out_names[0]].shape
@@ -124,6 +137,8 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         layer.input_bytes = int(sum(nbytes(t) for t in data_in))
         layer.output_bytes = int(sum(nbytes(t) for t in out_names))
         layer.regime = layer.regime or layer.op_class
+        layer.compute_macs = layer.compute_macs or layer.macs
+        layer.weight_traffic = int(round(layer.weight_bytes * tap_share))
         layers.append(layer)
     _predict_reorders(low, layers, nbytes)
     views = [layer for layer in layers if layer.op == "Reorder"]
@@ -131,6 +146,29 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         layer.input_bytes = layer.output_bytes = layer.reorder_bytes // 2
         layer.regime = "data"
     return [layer for layer in layers if layer.op != "Reorder" or layer.reorder_bytes]
+
+
+def _taps_on_input(in_size, kernel, out_size, attrs) -> Tuple[int, int]:
+    """(output position, kernel tap) pairs, over all spatial axes, whose input
+    lies inside the unpadded input, and the kernel taps that ever do.
+
+    oneDNN's direct convolutions skip the taps on padding, which on small
+    maps are a large share (a 3×3 kernel on a 2×2 map: 4 of 9 per output);
+    the weights of a tap that never touches the input (all but the centre
+    one of a padded 3×3 kernel on a 1×1 map) are never read.
+    """
+    nd = len(kernel)
+    strides = attrs.get("strides", [1] * nd)
+    dilations = attrs.get("dilations", [1] * nd)
+    pads = attrs.get("pads", [0] * (2 * nd))
+    pairs = used = 1
+    for i in range(nd):
+        pos = (np.arange(int(out_size[i]))[:, None] * int(strides[i]) - int(pads[i])
+               + np.arange(int(kernel[i]))[None, :] * int(dilations[i]))
+        inside = (pos >= 0) & (pos < int(in_size[i]))
+        pairs *= int(inside.sum())
+        used *= int(inside.any(axis=0).sum())
+    return pairs, used
 
 
 # Channels up to which oneDNN runs a convolution straight on the plain (NCHW)

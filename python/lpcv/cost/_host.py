@@ -89,7 +89,7 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
     for r in rep.rows:
         if r["layer"] not in runs[0]:
             continue
-        out.append({"regime": r["regime"], "op": r["op"], "batch": batch,
+        out.append({"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
                     "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
                     "reorder_bytes": r["reorder_bytes"],
                     "time": min(run[r["layer"]]["min_ms"] for run in runs) * 1e-3,

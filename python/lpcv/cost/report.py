@@ -16,6 +16,10 @@ from .storage import BITS, WeightFormat
 
 __all__ = ["profile", "CostReport", "ModelCost"]
 
+#: Share of the cache an activation may reuse across layers: the reader's own
+#: output and weight streams take the rest.
+_REUSE_SHARE = 0.5
+
 
 @dataclass(frozen=True)
 class ModelCost:
@@ -168,18 +172,26 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     layers = count_layers(low, formats, activation_precision)
     total_weights = sum(layer.weight_bytes for layer in layers)
     act_bytes = BITS[activation_precision] / 8
-    produced = set()   # activations written by an earlier layer
+    # Reuse distance: an activation is still cached when it and everything
+    # the layers since its producer wrote or streamed (outputs, weights) fit
+    # in a share of the cache (LRU, with room left for the reader's own
+    # streams).
+    touched = 0.0
+    written_at: Dict[str, float] = {}   # activation -> `touched` just after its producer
     counts = []
     for layer in layers:
         data_in = [t for t in layer.inputs if t not in low.model.initializers]
-        # An input is still cached if a layer wrote it and it fits in half the cache.
         in_cache = bool(data_in) and all(
-            t in produced and low.infos[t].size * act_bytes <= dev.cache_bytes / 2 for t in data_in)
+            t in written_at and touched - written_at[t] + low.infos[t].size * act_bytes
+            <= dev.cache_bytes * _REUSE_SHARE for t in data_in)
         counts.append(_core.LayerCounts(
-            OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision), float(layer.macs),
-            float(layer.other_ops), float(layer.weight_bytes), float(layer.input_bytes),
-            float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2))
-        produced.update(layer.outputs)
+            OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision),
+            float(layer.compute_macs),
+            float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
+            float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2,
+            float(layer.weight_reads)))
+        touched += layer.weight_traffic + layer.output_bytes
+        written_at.update((t, touched) for t in layer.outputs)
     # The C++ core prices raw roofline terms (efficiencies 1, no overhead);
     # the regime's efficiencies, fixed costs and layout conversions are
     # applied per row below.

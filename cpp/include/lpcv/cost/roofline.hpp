@@ -54,6 +54,10 @@ struct LayerCounts {
   double output_bytes = 0;  ///< activations written
   bool input_in_cache = false;   ///< producer's output still cached
   bool weights_in_cache = false; ///< all weights of the model fit in cache
+  /// Times the layer streams its weights (a convolution with one output
+  /// position per image reads them once per image); re-reads come from the
+  /// cache, and only weights that fit in half of it are re-read.
+  double weight_reads = 1;
 };
 
 /// The roofline verdict for one layer.
