@@ -11,8 +11,13 @@ those networks are flagged "calibration" and the summary is also given over
 the held-out cases alone. The 1-minute load average before and after is
 recorded: timings on a busy machine are meaningless.
 
+With ``--remeasure``, every case is measured a second time after the first
+pass, and the JSON gives how well the two measurements agree with each other
+(same shares: layers within ±20 %, models within ±10 %): the floor that no
+prediction can beat on this machine.
+
 Usage: python bench/cost_fidelity.py [--quick] [--out bench/results/cost_fidelity.json]
-       [--models resnet18 mobilenet_v2 ...] [--batches 1 16] [--refresh]
+       [--models resnet18 mobilenet_v2 ...] [--batches 1 16] [--refresh] [--remeasure]
 """
 from __future__ import annotations
 
@@ -30,20 +35,29 @@ from lpcv.cost import Device, kendall_tau, profile, validate
 from lpcv.cost._host import CALIBRATION_MODELS
 
 
-def _summary(cases):
-    hits = sum(c["layers_within_20pct"] * c["layers"] for c in cases)
-    n = sum(c["layers"] for c in cases)
-    pred = [r["predicted_ms"] for c in cases for r in c["rows"]]
+def _summary(cases, speed_corrected: bool = False):
+    """Shares over ``cases``; predictions as made, or scaled by each case's
+    machine-speed ratio (``validate(correct_speed=True)``)."""
+    def scale(c):
+        return c["speed_ratio"] if speed_corrected else 1.0
+    pred = [r["predicted_ms"] * scale(c) for c in cases for r in c["rows"]]
     meas = [r["measured_ms"] for c in cases for r in c["rows"]]
+    errors = np.array(pred) / np.array(meas) - 1
+    models = [c["predicted_ms"] * scale(c) / c["measured_ms"] - 1 for c in cases]
+    taus = [kendall_tau([r["predicted_ms"] for r in c["rows"]],
+                        [r["measured_ms"] for r in c["rows"]]) for c in cases if len(c["rows"]) > 1]
     return {
         "cases": len(cases),
-        "layers_within_20pct": hits / n if n else None,
-        "models_within_10pct": float(np.mean([c["model_within_10pct"] for c in cases]))
-        if cases else None,
+        "layers_within_20pct": float(np.mean(np.abs(errors) <= 0.2)) if pred else None,
+        "models_within_10pct": float(np.mean(np.abs(models) <= 0.1)) if cases else None,
         "kendall_tau_all_layers": kendall_tau(pred, meas) if len(pred) > 1 else None,
-        "kendall_tau_median_per_case": float(np.median([c["kendall_tau"] for c in cases]))
-        if cases else None,
+        "kendall_tau_median_per_case": float(np.median(taus)) if taus else None,
     }
+
+
+def _model(name: str):
+    return (lpcv.zoo.reference(name) if name in lpcv.zoo.reference_names()
+            else getattr(lpcv.zoo, name)())
 
 
 def main(argv=None) -> int:
@@ -55,6 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--refresh", action="store_true", help="measure the host again")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure every case twice and report the agreement of the two")
     args = ap.parse_args(argv)
 
     load_before = os.getloadavg()
@@ -63,24 +79,48 @@ def main(argv=None) -> int:
                             lpcv.zoo.architectures() + lpcv.zoo.reference_names())
     calibration = {m.partition("@")[0] for m, _ in CALIBRATION_MODELS}
     cases = []
+    runs = []   # (model, batch, repeats) in measurement order
     for name in names:
-        model = (lpcv.zoo.reference(name) if name in lpcv.zoo.reference_names()
-                 else getattr(lpcv.zoo, name)())
+        model = _model(name)
         for batch in args.batches:
             macs = profile(model, device, batch).total.macs
             repeats = int(np.clip(2e10 / max(macs, 1), 3, 30))
+            runs.append((name, batch, repeats))
             t0 = time.perf_counter()
-            v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
+            v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads,
+                         correct_speed=True)
+            # Rows keep the predictions as made; speed_ratio gives the correction.
+            ratio = v.speed_ratio
+            rows = [dict(r, predicted_ms=r["predicted_ms"] / ratio,
+                         error=r["predicted_ms"] / ratio / r["measured_ms"] - 1) for r in v.rows]
             cases.append({
                 "model": name, "batch": batch, "calibration": name in calibration,
-                "layers": len(v.rows),
-                "layers_within_20pct": v.layer_share_within,
-                "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
-                "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
+                "layers": len(rows), "speed_ratio": ratio,
+                "layers_within_20pct": float(np.mean([abs(r["error"]) <= 0.2 for r in rows])),
+                "layers_within_20pct_speed_corrected": v.layer_share_within,
+                "predicted_ms": v.predicted_total / ratio * 1e3,
+                "measured_ms": v.measured_total * 1e3,
+                "model_error": v.predicted_total / ratio / v.measured_total - 1,
+                "model_error_speed_corrected": v.model_error,
                 "kendall_tau": v.kendall_tau, "seconds": time.perf_counter() - t0,
-                "rows": v.rows,
+                "rows": rows,
             })
             print(f"{name:22s} batch {batch:3d}: {v.summary()}", flush=True)
+
+    remeasured = None
+    if args.remeasure:
+        agree_layers, agree_models = [], []
+        for case, (name, batch, repeats) in zip(cases, runs):
+            v = validate(_model(name), device, batch_size=batch, repeats=repeats,
+                         threads=args.threads)   # predictions as made: only times are compared
+            again = {r["layer"]: r["measured_ms"] for r in v.rows}
+            agree_layers += [abs(again[r["layer"]] / r["measured_ms"] - 1) <= 0.2
+                             for r in case["rows"] if r["layer"] in again]
+            agree_models.append(abs(v.measured_total * 1e3 / case["measured_ms"] - 1) <= 0.1)
+            print(f"{name:22s} batch {batch:3d}: measured again {v.measured_total * 1e3:.3f} ms "
+                  f"(first {case['measured_ms']:.3f} ms)", flush=True)
+        remeasured = {"layers_within_20pct": float(np.mean(agree_layers)),
+                      "models_within_10pct": float(np.mean(agree_models))}
 
     resnet50 = lpcv.zoo.resnet50()
     profile(resnet50, device)  # warm caches (imports)
@@ -88,10 +128,16 @@ def main(argv=None) -> int:
     profile(resnet50, device)
     profile_ms = (time.perf_counter() - t0) * 1e3
 
+    held = [c for c in cases if not c["calibration"]]
     summary = {
         **_summary(cases),
-        "held_out": _summary([c for c in cases if not c["calibration"]]),
+        "held_out": _summary(held),
+        # The same, with each case's predictions scaled by how much slower the
+        # machine ran than when it was calibrated (one speed probe, not the model).
+        "speed_corrected": {**_summary(cases, True), "held_out": _summary(held, True)},
         "profile_resnet50_ms": profile_ms,
+        # How well a second measurement agrees with the first (--remeasure).
+        "measurement_vs_itself": remeasured,
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "goals": {"layers_within_20pct": 0.8, "models_within_10pct": 0.9, "kendall_tau": 0.85,
                   "profile_resnet50_ms": 100},
