@@ -35,15 +35,11 @@ from lpcv.cost import Device, kendall_tau, profile, validate
 from lpcv.cost._host import CALIBRATION_MODELS
 
 
-def _summary(cases, speed_corrected: bool = False):
-    """Shares over ``cases``; predictions as made, or scaled by each case's
-    machine-speed ratio (``validate(correct_speed=True)``)."""
-    def scale(c):
-        return c["speed_ratio"] if speed_corrected else 1.0
-    pred = [r["predicted_ms"] * scale(c) for c in cases for r in c["rows"]]
+def _summary(cases):
+    pred = [r["predicted_ms"] for c in cases for r in c["rows"]]
     meas = [r["measured_ms"] for c in cases for r in c["rows"]]
     errors = np.array(pred) / np.array(meas) - 1
-    models = [c["predicted_ms"] * scale(c) / c["measured_ms"] - 1 for c in cases]
+    models = [c["predicted_ms"] / c["measured_ms"] - 1 for c in cases]
     taus = [kendall_tau([r["predicted_ms"] for r in c["rows"]],
                         [r["measured_ms"] for r in c["rows"]]) for c in cases if len(c["rows"]) > 1]
     return {
@@ -87,23 +83,15 @@ def main(argv=None) -> int:
             repeats = int(np.clip(2e10 / max(macs, 1), 3, 30))
             runs.append((name, batch, repeats))
             t0 = time.perf_counter()
-            v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads,
-                         correct_speed=True)
-            # Rows keep the predictions as made; speed_ratio gives the correction.
-            ratio = v.speed_ratio
-            rows = [dict(r, predicted_ms=r["predicted_ms"] / ratio,
-                         error=r["predicted_ms"] / ratio / r["measured_ms"] - 1) for r in v.rows]
+            v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
             cases.append({
                 "model": name, "batch": batch, "calibration": name in calibration,
-                "layers": len(rows), "speed_ratio": ratio,
-                "layers_within_20pct": float(np.mean([abs(r["error"]) <= 0.2 for r in rows])),
-                "layers_within_20pct_speed_corrected": v.layer_share_within,
-                "predicted_ms": v.predicted_total / ratio * 1e3,
-                "measured_ms": v.measured_total * 1e3,
-                "model_error": v.predicted_total / ratio / v.measured_total - 1,
-                "model_error_speed_corrected": v.model_error,
+                "layers": len(v.rows),
+                "layers_within_20pct": v.layer_share_within,
+                "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
+                "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
                 "kendall_tau": v.kendall_tau, "seconds": time.perf_counter() - t0,
-                "rows": rows,
+                "rows": v.rows,
             })
             print(f"{name:22s} batch {batch:3d}: {v.summary()}", flush=True)
 
@@ -112,7 +100,7 @@ def main(argv=None) -> int:
         agree_layers, agree_models = [], []
         for case, (name, batch, repeats) in zip(cases, runs):
             v = validate(_model(name), device, batch_size=batch, repeats=repeats,
-                         threads=args.threads)   # predictions as made: only times are compared
+                         threads=args.threads)
             again = {r["layer"]: r["measured_ms"] for r in v.rows}
             agree_layers += [abs(again[r["layer"]] / r["measured_ms"] - 1) <= 0.2
                              for r in case["rows"] if r["layer"] in again]
@@ -128,13 +116,9 @@ def main(argv=None) -> int:
     profile(resnet50, device)
     profile_ms = (time.perf_counter() - t0) * 1e3
 
-    held = [c for c in cases if not c["calibration"]]
     summary = {
         **_summary(cases),
-        "held_out": _summary(held),
-        # The same, with each case's predictions scaled by how much slower the
-        # machine ran than when it was calibrated (one speed probe, not the model).
-        "speed_corrected": {**_summary(cases, True), "held_out": _summary(held, True)},
+        "held_out": _summary([c for c in cases if not c["calibration"]]),
         "profile_resnet50_ms": profile_ms,
         # How well a second measurement agrees with the first (--remeasure).
         "measurement_vs_itself": remeasured,

@@ -37,9 +37,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   bandwidth); the whole model adds the device's per-inference overhead;
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
   micro-benchmarks (fastest repeats) and fits the reorder cost on measured
-  conversions, then each regime's efficiencies, overlap and fixed cost on the
-  measured layers (fastest repeat) of networks that ``bench/cost_fidelity.py``
-  does not validate on;
+  conversions, then each regime's efficiencies, overlap and fixed cost (at
+  most the time of the regime's fastest layer) on the measured layers
+  (fastest repeat) of networks that ``bench/cost_fidelity.py`` does not
+  validate on;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 

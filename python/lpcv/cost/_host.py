@@ -166,26 +166,22 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 
-#: FLOPs of the speed probe's convolution (256→256 channels, 3×3, 14×14,
-#: batch 16; padding taps included).
-_PROBE_FLOPS = 2 * 16 * 256 * 14 * 14 * 256 * 9
+#: FLOPs of the peak convolution (256→256 channels, 3×3, 14×14, batch 16;
+#: padding taps included).
+_PEAK_CONV_FLOPS = 2 * 16 * 256 * 14 * 14 * 256 * 9
 
 
-def speed_probe(threads: int) -> float:
+def _peak_conv_seconds(threads: int) -> float:
     """Seconds of a large 3×3 convolution (256→256 channels, 14×14, batch 16),
-    fastest of 10 runs.
-
-    It sets the fp32 peak with the GEMMs (oneDNN's direct convolutions can
-    outrun its plain-layout matrix multiplication, and the peak must bound
-    both), and, timed again later, how fast the machine runs then.
-    """
+    fastest of 10 runs: oneDNN's direct convolutions can outrun its
+    plain-layout matrix multiplication, and the fp32 peak must bound both."""
     from ..graph import Model, Node, ValueInfo
     from ..runtime import Session
     rng = np.random.default_rng(0)
     w = rng.standard_normal((256, 256, 3, 3)).astype(np.float32) * 0.02
     model = Model([Node("Conv", "conv", ["x", "w"], ["y"], {"pads": [1, 1, 1, 1]})],
                   [ValueInfo("x", (16, 256, 14, 14))], [ValueInfo("y", (16, 256, 14, 14))],
-                  {"w": w}, name="speed-probe")
+                  {"w": w}, name="peak-conv")
     sess = Session(model, batch_size=16, threads=threads)
     return min(r["min_ms"] for r in sess.profile(repeats=10, warmup=2).rows
                if r["node"] == "conv") * 1e-3
@@ -211,9 +207,8 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     # Best of two sizes: with only a few repeats of one size, a moment of
     # contention or a slow frequency step sets the peak too low, and every
     # large convolution then looks faster than "peak".
-    probe = speed_probe(threads)
     fp32 = max([2 * n ** 3 / _core.time_matmul(n, n, n, "float32", 10, threads)
-                for n in (1024, 2048)] + [_PROBE_FLOPS / probe])
+                for n in (1024, 2048)] + [_PEAK_CONV_FLOPS / _peak_conv_seconds(threads)])
     steps.update()
     int8 = max(2 * n ** 3 / _core.time_matmul(n, n, n, "int8", 10, threads)
                for n in (1024, 2048))
@@ -232,7 +227,7 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     base = Device(
         name="host", peak_flops={"fp32": fp32, "int8": int8}, dram_bandwidth=dram,
         cache_bytes=cache, cache_bandwidth=max(cache_bw, dram), overhead=overhead,
-        run_overhead=per_run, dram_write_cost=2.0, speed_reference=probe,
+        run_overhead=per_run, dram_write_cost=2.0,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))
@@ -245,5 +240,4 @@ def measure_host(threads: int, progress: bool = False) -> Device:
         steps.update()
     steps.close()
     fit = fit_samples(samples, base.cache_bandwidth)
-    # The machine's speed over the calibration: the fastest probe, before or after.
-    return base.replace(speed_reference=min(probe, speed_probe(threads)), **fit)
+    return base.replace(**fit)

@@ -136,11 +136,6 @@ class Device:
     run_overhead : float
         Fixed seconds per inference outside the layers (dispatch, binding the
         inputs, copying the outputs); added to the whole-model latency.
-    speed_reference : float
-        Seconds the speed probe (a fixed convolution, see
-        :func:`lpcv.cost.validate`) took when the device was measured; 0 for
-        devices not measured here. Lets a validation on a shared machine
-        tell how much faster or slower the machine runs now.
     description, source : str
         What the device is and where its figures come from.
     """
@@ -164,7 +159,6 @@ class Device:
     overlap: Mapping[str, float] = field(default_factory=dict)
     run_overhead: float = 0.0
     dram_write_cost: float = 1.0
-    speed_reference: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -202,7 +196,7 @@ class Device:
         _frozen(given, REGIMES, "class_overhead", lo=0.0, hi=1.0)   # validates
         object.__setattr__(self, "class_overhead",
                            MappingProxyType({k: float(v) for k, v in given.items()}))
-        for f in ("cache_bytes", "overhead", "reorder_overhead", "run_overhead", "speed_reference",
+        for f in ("cache_bytes", "overhead", "reorder_overhead", "run_overhead",
                   "dram_energy_per_byte", "cache_energy_per_byte"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
@@ -346,7 +340,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v8"
+_LIBRARY_KEY = "host-v9"
 
 
 def _user_cache_dir() -> Path:

@@ -1,7 +1,6 @@
 """``lpcv.cost.validate``: predicted against measured time, layer by layer."""
 from __future__ import annotations
 
-import os
 from typing import Union
 
 import numpy as np
@@ -44,17 +43,11 @@ class ValidationReport(Table):
         Whole model: predicted / measured − 1.
     kendall_tau : float
         Rank correlation of predicted and measured layer times.
-    speed_ratio : float
-        How much slower the machine ran during the measurement than when the
-        device was measured (speed probe now / then); predictions were
-        multiplied by it when ``correct_speed`` was set, else 1.
     """
 
-    def __init__(self, rows, title, tolerance, predicted_total, measured_total,
-                 speed_ratio: float = 1.0):
+    def __init__(self, rows, title, tolerance, predicted_total, measured_total):
         super().__init__(rows, title=title)
         self.tolerance = tolerance
-        self.speed_ratio = speed_ratio
         errors = np.array([r["error"] for r in rows])
         self.layer_share_within = float(np.mean(np.abs(errors) <= tolerance)) if rows else float("nan")
         self.predicted_total = predicted_total
@@ -64,19 +57,17 @@ class ValidationReport(Table):
                                        [r["measured_ms"] for r in rows])
 
     def summary(self) -> str:
-        speed = f" (machine speed ×{1 / self.speed_ratio:.3f})" if self.speed_ratio != 1 else ""
         return (f"{self.layer_share_within:.0%} of {len(self.rows)} layers within "
                 f"±{self.tolerance:.0%}; whole model predicted {self.predicted_total * 1e3:.3f} ms vs "
                 f"measured {self.measured_total * 1e3:.3f} ms ({self.model_error:+.1%}); "
-                f"Kendall τ {self.kendall_tau:.3f}{speed}")
+                f"Kendall τ {self.kendall_tau:.3f}")
 
     def _repr_html_(self) -> str:
         return f"<p>{self.summary()}</p>" + super()._repr_html_()
 
 
 def validate(model: Model, device: Union[Device, str] = "host", batch_size: int = 1,
-             repeats: int = 20, threads=None, tolerance: float = 0.2,
-             correct_speed: bool = False) -> ValidationReport:
+             repeats: int = 20, threads=None, tolerance: float = 0.2) -> ValidationReport:
     """Compare the cost model's per-layer latency with oneDNN measurements.
 
     The model runs in :class:`lpcv.Session` on this machine, so ``device``
@@ -95,14 +86,6 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
     threads : int, optional
     tolerance : float
         Relative error counted as a hit, default ±20 %.
-    correct_speed : bool
-        Shared machines (VMs, CPU steal, frequency scaling) run faster or
-        slower from one minute to the next. With ``correct_speed``, a fixed
-        convolution (the speed probe of :meth:`Device.from_host`) is timed
-        before and after the measurement, and the predictions are scaled by
-        its fastest time over the time it took when the device was measured
-        (``speed_ratio``). One number for the whole machine, measured apart
-        from the model; the device needs a ``speed_reference``.
 
     Returns
     -------
@@ -113,36 +96,26 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
     >>> import lpcv
     >>> dev = lpcv.cost.Device.preset("x86-avx512-core")
     >>> val = lpcv.cost.validate(lpcv.zoo.reference("fmnist-lenet300"), dev, repeats=3)
-    >>> len(val.rows), val.speed_ratio
-    (3, 1.0)
+    >>> len(val.rows), val.measured_total > 0
+    (3, True)
     """
     from ..runtime import Session
-    from ._host import speed_probe
     if not 0 < tolerance < 10:
         raise ValidationError(f"tolerance must be in (0, 10), got {tolerance!r}")
     rep = profile(model, device, batch_size)
-    if correct_speed and not rep.device.speed_reference > 0:
-        raise ValidationError("correct_speed needs a device with a speed_reference "
-                              "(one measured by Device.from_host)")
-    n_threads = threads or os.cpu_count() or 1
-    before = speed_probe(n_threads) if correct_speed else 0.0
     sess = Session(model, batch_size=batch_size, threads=threads)
     # Fastest repeats: contention from another process only ever adds time.
     runs = [{r["node"]: r["min_ms"] for r in sess.profile(repeats=repeats).rows}
             for _ in range(2)]
     measured = {k: min(run.get(k, float("inf")) for run in runs) for k in runs[0]}
     whole = min(sess.benchmark(runs=max(10, repeats), warmup=3).min for _ in range(3))
-    ratio = (min(before, speed_probe(n_threads)) / rep.device.speed_reference
-             if correct_speed else 1.0)
     rows = []
     for r in rep.rows:
         m = measured.get(r["layer"])
         if m is None:
             continue
-        p = r["latency_ms"] * ratio
         rows.append({"layer": r["layer"], "op_class": r["op_class"], "bound": r["bound"],
-                     "predicted_ms": p, "measured_ms": m,
-                     "error": p / m - 1 if m > 0 else float("inf")})
+                     "predicted_ms": r["latency_ms"], "measured_ms": m,
+                     "error": r["latency_ms"] / m - 1 if m > 0 else float("inf")})
     return ValidationReport(rows, f"{model.name}: predicted vs measured on {rep.device.name} "
-                                  f"(batch {batch_size})", tolerance, rep.total.latency * ratio,
-                            whole, speed_ratio=ratio)
+                                  f"(batch {batch_size})", tolerance, rep.total.latency, whole)
