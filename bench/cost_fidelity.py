@@ -33,6 +33,7 @@ import numpy as np
 import lpcv
 from lpcv.cost import Device, kendall_tau, profile, validate
 from lpcv.cost._host import CALIBRATION_MODELS
+from lpcv.cost._host import _calibration_model as _model
 
 
 def _summary(cases):
@@ -40,8 +41,7 @@ def _summary(cases):
     meas = [r["measured_ms"] for c in cases for r in c["rows"]]
     errors = np.array(pred) / np.array(meas) - 1
     models = [c["predicted_ms"] / c["measured_ms"] - 1 for c in cases]
-    taus = [kendall_tau([r["predicted_ms"] for r in c["rows"]],
-                        [r["measured_ms"] for r in c["rows"]]) for c in cases if len(c["rows"]) > 1]
+    taus = [c["kendall_tau"] for c in cases if len(c["rows"]) > 1]
     return {
         "cases": len(cases),
         "layers_within_20pct": float(np.mean(np.abs(errors) <= 0.2)) if pred else None,
@@ -49,11 +49,6 @@ def _summary(cases):
         "kendall_tau_all_layers": kendall_tau(pred, meas) if len(pred) > 1 else None,
         "kendall_tau_median_per_case": float(np.median(taus)) if taus else None,
     }
-
-
-def _model(name: str):
-    return (lpcv.zoo.reference(name) if name in lpcv.zoo.reference_names()
-            else getattr(lpcv.zoo, name)())
 
 
 def main(argv=None) -> int:
@@ -75,18 +70,16 @@ def main(argv=None) -> int:
                             lpcv.zoo.architectures() + lpcv.zoo.reference_names())
     calibration = {m.partition("@")[0] for m, _ in CALIBRATION_MODELS}
     cases = []
-    runs = []   # (model, batch, repeats) in measurement order
     for name in names:
         model = _model(name)
         for batch in args.batches:
             macs = profile(model, device, batch).total.macs
             repeats = int(np.clip(2e10 / max(macs, 1), 3, 30))
-            runs.append((name, batch, repeats))
             t0 = time.perf_counter()
             v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
             cases.append({
                 "model": name, "batch": batch, "calibration": name in calibration,
-                "layers": len(v.rows),
+                "layers": len(v.rows), "repeats": repeats,
                 "layers_within_20pct": v.layer_share_within,
                 "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
                 "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
@@ -98,8 +91,9 @@ def main(argv=None) -> int:
     remeasured = None
     if args.remeasure:
         agree_layers, agree_models = [], []
-        for case, (name, batch, repeats) in zip(cases, runs):
-            v = validate(_model(name), device, batch_size=batch, repeats=repeats,
+        for case in cases:
+            name, batch = case["model"], case["batch"]
+            v = validate(_model(name), device, batch_size=batch, repeats=case["repeats"],
                          threads=args.threads)
             again = {r["layer"]: r["measured_ms"] for r in v.rows}
             agree_layers += [abs(again[r["layer"]] / r["measured_ms"] - 1) <= 0.2

@@ -151,7 +151,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         best = (np.inf, 0, 0, 0, 0)
         for b in _OVERLAP_GRID:
             body = hi + b * lo + reo[m][:, None, None]
-            for k, ov in enumerate(ov_grid if ov_grid.size else _OV_GRID[:1]):
+            for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
                 # Ties (flat directions) resolve to the highest efficiencies.
                 loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
                 i, j = np.unravel_index(np.argmin(loss), loss.shape)

@@ -219,7 +219,7 @@ def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
     intensity = ops / moved if moved else float("inf")
-    regime = layer.regime or layer.op_class
+    regime = layer.regime
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
     compute, memory = c.compute_time / ce, c.memory_time / me
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
