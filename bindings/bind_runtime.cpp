@@ -45,7 +45,7 @@ void bind_runtime(py::module_& m) {
                                                     std::vector<int>,
                                                     std::map<std::string, runtime::Attr>>>& ops,
                        const std::vector<int>& inputs, const std::vector<int>& outputs,
-                       const std::map<int, py::array>& constants) {
+                       const std::map<int, py::array>& constants, int threads) {
              runtime::GraphDecl g;
              for (const auto& [name, shape, dtype] : tensors)
                g.tensors.push_back({name, shape, dtype_from_name(dtype)});
@@ -71,39 +71,39 @@ void bind_runtime(py::module_& m) {
              }
              {
                py::gil_scoped_release release;
-               p->plan = std::make_unique<Plan>(g);
+               p->plan = std::make_unique<Plan>(g, threads);
              }
              return p;
            }),
            py::arg("tensors"), py::arg("ops"), py::arg("inputs"), py::arg("outputs"),
-           py::arg("constants"))
+           py::arg("constants"), py::arg("threads") = 0)
       .def("run",
            [](PyPlan& self, const std::vector<py::array>& ins,
-              const std::vector<py::array>& outs, int threads) {
+              const std::vector<py::array>& outs) {
              std::vector<const void*> ip;
              std::vector<void*> op;
              self.check(ins, outs, ip, op);
              py::gil_scoped_release release;
-             self.plan->run(ip, op, threads);
+             self.plan->run(ip, op);
            },
-           py::arg("inputs"), py::arg("outputs"), py::arg("threads") = 0)
+           py::arg("inputs"), py::arg("outputs"))
       .def("profile",
            [](PyPlan& self, const std::vector<py::array>& ins,
-              const std::vector<py::array>& outs, int repeats, int threads) {
+              const std::vector<py::array>& outs, int repeats) {
              std::vector<const void*> ip;
              std::vector<void*> op;
              self.check(ins, outs, ip, op);
              std::vector<runtime::Plan::StepTiming> t;
              {
                py::gil_scoped_release release;
-               t = self.plan->profile(ip, op, repeats, threads);
+               t = self.plan->profile(ip, op, repeats);
              }
              // (median, min) seconds per step
              std::vector<std::pair<double, double>> out;
              for (const auto& s : t) out.emplace_back(s.median, s.min);
              return out;
            },
-           py::arg("inputs"), py::arg("outputs"), py::arg("repeats"), py::arg("threads") = 0)
+           py::arg("inputs"), py::arg("outputs"), py::arg("repeats"))
       .def("steps",
            [](const PyPlan& self) {
              std::vector<std::tuple<std::string, std::string, std::string>> out;

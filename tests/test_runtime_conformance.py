@@ -1,6 +1,9 @@
 """Runtime conformance: ONNX's own node tests, and whole models vs onnxruntime."""
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import onnx
 import pytest
@@ -217,3 +220,18 @@ def test_inputs_are_not_mutated():
     lpcv.Session(model, batch_size=4).run({"input": x})
     assert np.array_equal(x, before)
     assert all(np.array_equal(model.initializers[k], v) for k, v in weights.items())
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell one thread from two")
+def test_threads_limit_holds_for_onednn_primitives():
+    # oneDNN fixes a primitive's thread count when it is created, so a plan
+    # compiled under the default (all cores) would ignore threads=1 at run
+    # time. One thread cannot use more CPU time than wall time.
+    sess = lpcv.Session(lpcv.zoo.resnet18(), batch_size=2, threads=1)
+    x = {"input": np.random.default_rng(0).standard_normal(sess.input_shape("input"), np.float32)}
+    sess.run(x)  # compile outside the timed part
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(3):
+        sess.run(x)
+    ratio = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    assert ratio < 1.3, f"threads=1 used {ratio:.2f} cores"

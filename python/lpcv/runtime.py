@@ -901,7 +901,8 @@ class Session:
                 try:
                     plan = _core.Plan(low.tensors, low.ops,
                                       [low.tid(v.name) for v in low.model.inputs],
-                                      [low.tid(v) for v in low.plan_outputs], low.constants)
+                                      [low.tid(v) for v in low.plan_outputs], low.constants,
+                                      self.threads or 0)
                     break
                 except (UnsupportedError, BackendError) as e:
                     # An int8 pattern oneDNN cannot run: simulate it instead.
@@ -1007,7 +1008,7 @@ class Session:
         low, plan = self._plan(batch)
         result, outs = self._outputs(low)
         with self._lock:
-            plan.run(arrays, outs, self.threads or 0)
+            plan.run(arrays, outs)
         return result
 
     def _default_feeds(self, feeds: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -1053,10 +1054,10 @@ class Session:
         times = []
         with self._lock:
             for _ in range(warmup):
-                plan.run(arrays, outs, self.threads or 0)
+                plan.run(arrays, outs)
             for _ in range(runs):
                 t0 = time.perf_counter()
-                plan.run(arrays, outs, self.threads or 0)
+                plan.run(arrays, outs)
                 times.append(time.perf_counter() - t0)
         times.sort()
         return Timing(mean=statistics.fmean(times), median=statistics.median(times),
@@ -1090,8 +1091,8 @@ class Session:
         _, outs = self._outputs(low)
         with self._lock:
             for _ in range(warmup):
-                plan.run(arrays, outs, self.threads or 0)
-            times = plan.profile(arrays, outs, repeats, self.threads or 0)
+                plan.run(arrays, outs)
+            times = plan.profile(arrays, outs, repeats)
         steps = plan.steps()
         op_of = {name: op for op, name, *_ in low.ops}
         rows: Dict[str, Dict[str, Any]] = {}

@@ -220,6 +220,7 @@ std::uint8_t qadd_scalar(int a, int b, const QAddParams& p) {
 
 struct Plan::Impl {
   const GraphDecl* g = nullptr;  // valid during compilation only
+  int threads = 0;               // OpenMP threads (0 = library default)
   std::vector<TensorDecl> tensors;
   std::vector<int> inputs, outputs;
   std::vector<TensorState> ts;
@@ -1451,17 +1452,6 @@ struct Plan::Impl {
   }
 };
 
-Plan::Plan(const GraphDecl& graph) : impl_(std::make_unique<Impl>()) {
-  try {
-    impl_->compile(graph);
-  } catch (const dnnl::error& e) {
-    throw BackendError(cat("oneDNN: ", e.what()));
-  }
-}
-Plan::~Plan() = default;
-Plan::Plan(Plan&&) noexcept = default;
-Plan& Plan::operator=(Plan&&) noexcept = default;
-
 namespace {
 struct ThreadScope {
   int saved;
@@ -1472,9 +1462,24 @@ struct ThreadScope {
 };
 }  // namespace
 
-void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
-               int threads) {
+Plan::Plan(const GraphDecl& graph, int threads) : impl_(std::make_unique<Impl>()) {
+  if (threads < 0) throw InvalidArgument(cat("threads must be >= 0, got ", threads));
+  impl_->threads = threads;
+  // oneDNN fixes a primitive's thread count when it is created, so the
+  // plan is compiled under the same limit it runs with.
   ThreadScope scope(threads);
+  try {
+    impl_->compile(graph);
+  } catch (const dnnl::error& e) {
+    throw BackendError(cat("oneDNN: ", e.what()));
+  }
+}
+Plan::~Plan() = default;
+Plan::Plan(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&&) noexcept = default;
+
+void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+  ThreadScope scope(impl_->threads);
   impl_->bind(inputs, outputs);
   try {
     for (auto& st : impl_->steps) impl_->run_step(st);
@@ -1485,10 +1490,9 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
 }
 
 std::vector<Plan::StepTiming> Plan::profile(const std::vector<const void*>& inputs,
-                                  const std::vector<void*>& outputs, int repeats,
-                                  int threads) {
+                                  const std::vector<void*>& outputs, int repeats) {
   if (repeats < 1) throw InvalidArgument(cat("repeats must be >= 1, got ", repeats));
-  ThreadScope scope(threads);
+  ThreadScope scope(impl_->threads);
   impl_->bind(inputs, outputs);
   std::vector<std::vector<double>> samples(impl_->steps.size());
   using clock = std::chrono::steady_clock;

@@ -71,16 +71,16 @@ class Plan {
   /// Compiles @p graph. Throws InvalidArgument/ShapeError for a malformed
   /// graph, Unsupported for ops or dtypes the runtime lacks, BackendError for
   /// oneDNN failures. Constants are copied; the views may die afterwards.
-  explicit Plan(const GraphDecl& graph);
+  /// @param threads OpenMP threads the plan is compiled for and runs with
+  ///        (0 = library default); oneDNN fixes it when primitives are made
+  explicit Plan(const GraphDecl& graph, int threads = 0);
   ~Plan();
   Plan(Plan&&) noexcept;
   Plan& operator=(Plan&&) noexcept;
 
   /// Runs the plan. @p inputs and @p outputs point to dense row-major
   /// buffers of the declared shapes and dtypes, in GraphDecl order.
-  /// @param threads OpenMP threads to use (0 = library default)
-  void run(const std::vector<const void*>& inputs,
-           const std::vector<void*>& outputs, int threads = 0);
+  void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
 
   /// Per-step wall-clock statistics of Plan::profile, in seconds.
   struct StepTiming {
@@ -90,8 +90,7 @@ class Plan {
 
   /// Runs @p repeats times and returns, per step, the median and fastest seconds.
   std::vector<StepTiming> profile(const std::vector<const void*>& inputs,
-                              const std::vector<void*>& outputs, int repeats,
-                              int threads = 0);
+                              const std::vector<void*>& outputs, int repeats);
 
   /// The steps, in execution order.
   std::vector<StepInfo> steps() const;
