@@ -69,9 +69,11 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     double cached = std::max(0.0, r.bytes - std::min(dram + written, r.bytes));
     const double ws = l.weight_bytes + l.input_bytes;
     // Weights streamed once per image come again from the cache when they
-    // fit in half of it; larger ones are blocked like any other layer's.
-    const bool streamed = l.weight_reads > 1 && l.weight_bytes <= cache / 2;
-    if (streamed) cached += (l.weight_reads - 1) * l.weight_bytes;
+    // fit in half of it, and again from memory when they do not: the kernel
+    // has no spatial work per image to block the re-reads over.
+    const bool streamed = l.weight_reads > 1;
+    if (streamed && l.weight_bytes <= cache / 2) cached += (l.weight_reads - 1) * l.weight_bytes;
+    if (streamed && l.weight_bytes > cache / 2) dram += (l.weight_reads - 1) * l.weight_bytes;
     if (cache > 0 && ws > cache && l.macs > 0 && !streamed) {
       const double tiles = std::ceil(ws / cache);
       dram += (tiles - 1) * std::min(l.weight_bytes, l.input_bytes);

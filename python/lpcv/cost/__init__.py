@@ -19,8 +19,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   goes to DRAM; when weights and input together exceed the cache, the smaller
   of the two is re-read once per extra cache-sized tile; a convolution with
   one output position per image (squeeze-excite, classifier convolutions)
-  streams its weights once per image from the cache when they fit in half
-  of it (larger weights are blocked and reused across the batch);
+  streams its weights once per image, the re-reads from the cache when they
+  fit in half of it and from DRAM when they do not;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones (``REGIMES``);
 * compute time = operations / (peak(precision) · compute efficiency of the

@@ -340,7 +340,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v9"
+_LIBRARY_KEY = "host-v10"
 
 
 def _user_cache_dir() -> Path:

@@ -56,7 +56,7 @@ struct LayerCounts {
   bool weights_in_cache = false; ///< all weights of the model fit in cache
   /// Times the layer streams its weights (a convolution with one output
   /// position per image reads them once per image); re-reads come from the
-  /// cache, and only weights that fit in half of it are re-read.
+  /// cache when the weights fit in half of it, from DRAM otherwise.
   double weight_reads = 1;
 };
 
