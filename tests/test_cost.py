@@ -435,3 +435,46 @@ def test_validate_reports_consistent_errors():
     share = np.mean([abs(r["error"]) <= 0.2 for r in v.rows])
     assert v.layer_share_within == pytest.approx(share)
     assert v.model_error == pytest.approx(v.predicted_total / v.measured_total - 1)
+
+
+@pytest.fixture(scope="module")
+def host_device(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lpcv-cache")
+    return Device.from_host(cache_dir=folder), folder
+
+
+def test_from_host_measures_this_machine(host_device):
+    dev, folder = host_device
+    assert 1e9 < dev.dram_bandwidth <= dev.cache_bandwidth < 1e13
+    assert dev.cache_bytes > 0
+    assert 1e9 < dev.peak_flops["fp32"] < 1e14
+    for regime in ("conv", "conv1x1", "depthwise", "gemm"):
+        assert 0 < dev.compute_efficiency[regime] <= 1
+        assert 0 < dev.memory_efficiency[regime] <= 1
+    assert "oneDNN" in dev.description
+    # Calibrated on other networks, the prediction for a held-out reference
+    # model lands near what this machine measures (loose: shared machines
+    # vary by tens of percent from minute to minute).
+    v = lpcv.cost.validate(lpcv.zoo.reference("fmnist-resnet"), dev, repeats=10)
+    assert 0.4 < v.predicted_total / v.measured_total < 2.5, v.summary()
+    assert v.kendall_tau > 0.3, v.summary()
+
+
+def test_from_host_cache_is_used_and_a_damaged_one_measured_again(host_device, monkeypatch):
+    import lpcv.cost._host as host
+    dev, folder = host_device
+    [path] = folder.glob("host-*.json")
+
+    def must_not_measure(**_):
+        raise AssertionError("measured again although the cache is valid")
+
+    monkeypatch.setattr(host, "measure_host", must_not_measure)
+    assert Device.from_host(cache_dir=folder).to_dict() == dev.to_dict()
+    # A damaged cache file is measured again and replaced (the stand-in
+    # measurement only checks the cache logic; the real one is tested above).
+    path.write_text("{not json")
+    stand_in = Device.preset("rpi4")
+    monkeypatch.setattr(host, "measure_host", lambda **_: stand_in)
+    assert Device.from_host(cache_dir=folder) == stand_in
+    assert json.loads(path.read_text())["device"] == stand_in.to_dict()
+    assert not list(folder.glob("*.tmp"))
