@@ -31,16 +31,6 @@ constexpr double kAdamB1 = 0.9, kAdamB2 = 0.999, kAdamEps = 1e-8;
 constexpr std::int64_t kTargetCacheBytes = std::int64_t(256) << 20;
 constexpr std::int64_t kEvalChunk = 4096;
 
-// Limits the OpenMP pool of the calling thread (oneDNN's GEMM follows it)
-// for the lifetime of the object.
-struct ThreadLimit {
-  int saved;
-  explicit ThreadLimit(int n) : saved(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ThreadLimit() { omp_set_num_threads(saved); }
-  ThreadLimit(const ThreadLimit&) = delete;
-  ThreadLimit& operator=(const ThreadLimit&) = delete;
-};
-
 // Below this many multiply-adds per step (B * M * K) a step runs on one
 // thread: the OpenMP fork/joins of a step (and, on a busy machine, waiting
 // for a descheduled thread at each barrier) cost more than they save. On a

@@ -9,6 +9,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "lpcv/common/errors.hpp"
+#include "lpcv/common/parallel.hpp"
 
 namespace lpcv::runtime {
 namespace {
@@ -20,14 +21,6 @@ dnnl::engine& engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
 }
-
-struct Threads {
-  int saved;
-  explicit Threads(int n) : saved(omp_get_max_threads()) {
-    if (n > 0) omp_set_num_threads(n);
-  }
-  ~Threads() { omp_set_num_threads(saved); }
-};
 
 template <typename F>
 double best_of(int repeats, F&& f) {
@@ -51,7 +44,7 @@ void fill(memory& m, unsigned char value) {
 double time_matmul(std::int64_t m, std::int64_t n, std::int64_t k, DType dtype, int repeats,
                    int threads) {
   if (m < 1 || n < 1 || k < 1) throw InvalidArgument("time_matmul: sizes must be >= 1");
-  Threads scope(threads);
+  ThreadLimit scope(threads);
   try {
     const bool int8 = dtype == DType::s8;
     if (!int8 && dtype != DType::f32) throw Unsupported("time_matmul: f32 or s8 only");
@@ -77,7 +70,7 @@ double time_matmul(std::int64_t m, std::int64_t n, std::int64_t k, DType dtype, 
 
 double time_copy(std::int64_t bytes, int repeats, int threads) {
   if (bytes < 64) throw InvalidArgument("time_copy: bytes must be >= 64");
-  Threads scope(threads);
+  ThreadLimit scope(threads);
   try {
     memory::desc md({bytes / 4}, memory::data_type::f32, memory::format_tag::a);
     memory src(md, engine()), dst(md, engine());
@@ -95,7 +88,7 @@ double time_copy(std::int64_t bytes, int repeats, int threads) {
 }
 
 double time_tiny_primitive(int repeats, int threads) {
-  Threads scope(threads);
+  ThreadLimit scope(threads);
   try {
     memory::desc md({16}, memory::data_type::f32, memory::format_tag::a);
     memory src(md, engine()), dst(md, engine());

@@ -24,6 +24,7 @@
 #include <optional>
 
 #include "lpcv/common/errors.hpp"
+#include "lpcv/common/parallel.hpp"
 #include "lpcv/quantize/uniform.hpp"
 #include "lpcv/runtime/kernels.hpp"
 
@@ -1452,22 +1453,12 @@ struct Plan::Impl {
   }
 };
 
-namespace {
-struct ThreadScope {
-  int saved;
-  explicit ThreadScope(int threads) : saved(omp_get_max_threads()) {
-    if (threads > 0) omp_set_num_threads(threads);
-  }
-  ~ThreadScope() { omp_set_num_threads(saved); }
-};
-}  // namespace
-
 Plan::Plan(const GraphDecl& graph, int threads) : impl_(std::make_unique<Impl>()) {
   if (threads < 0) throw InvalidArgument(cat("threads must be >= 0, got ", threads));
   impl_->threads = threads;
   // oneDNN fixes a primitive's thread count when it is created, so the
   // plan is compiled under the same limit it runs with.
-  ThreadScope scope(threads);
+  ThreadLimit scope(threads);
   try {
     impl_->compile(graph);
   } catch (const dnnl::error& e) {
@@ -1479,7 +1470,7 @@ Plan::Plan(Plan&&) noexcept = default;
 Plan& Plan::operator=(Plan&&) noexcept = default;
 
 void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
-  ThreadScope scope(impl_->threads);
+  ThreadLimit scope(impl_->threads);
   impl_->bind(inputs, outputs);
   try {
     for (auto& st : impl_->steps) impl_->run_step(st);
@@ -1492,7 +1483,7 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
 std::vector<Plan::StepTiming> Plan::profile(const std::vector<const void*>& inputs,
                                   const std::vector<void*>& outputs, int repeats) {
   if (repeats < 1) throw InvalidArgument(cat("repeats must be >= 1, got ", repeats));
-  ThreadScope scope(impl_->threads);
+  ThreadLimit scope(impl_->threads);
   impl_->bind(inputs, outputs);
   std::vector<std::vector<double>> samples(impl_->steps.size());
   using clock = std::chrono::steady_clock;

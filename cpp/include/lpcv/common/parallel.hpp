@@ -3,11 +3,28 @@
 /// OpenMP parallel-for that captures the first exception thrown by the body
 /// and rethrows it after the region (exceptions must not leave an OpenMP
 /// region, DESIGN.md §6).
+#include <omp.h>
+
 #include <cstdint>
 #include <exception>
 #include <mutex>
 
 namespace lpcv {
+
+/// Limits the calling thread's OpenMP pool (which oneDNN follows) to @p n
+/// threads for the lifetime of the object; n <= 0 keeps the current limit.
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int n) : saved_(omp_get_max_threads()) {
+    if (n > 0) omp_set_num_threads(n);
+  }
+  ~ThreadLimit() { omp_set_num_threads(saved_); }
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+ private:
+  int saved_;
+};
 
 namespace detail {
 // Runs body(i), keeping the first exception for rethrow after the region.
