@@ -8,7 +8,8 @@ of a :class:`CostReport` says which bound applies and what would help.
 
 Model of a layer (``cpp/src/cost/roofline.cpp``):
 
-* operations = 2·MACs + other operations (compares, adds, activations);
+* operations = 2·MACs + other operations (compares, adds, activations: one
+  per element, about 20 for those built on exp, sigmoid, tanh and swish);
   MACs and FLOPs are both reported, FLOPs = 2·MACs;
 * bytes = weights at their stored format + activations read + written;
   arithmetic intensity = operations / bytes;
@@ -22,7 +23,7 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   streams its weights once per image, the re-reads from the cache when they
   fit in half of it and from DRAM when they do not;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
-  ones (``REGIMES``);
+  ones and concatenations apart from other data movement (``REGIMES``);
 * compute time = operations / (peak(precision) · compute efficiency of the
   regime), with a convolution's MACs counted on real input only: kernels
   skip the taps that fall on padding, a large share on small maps (the MACs

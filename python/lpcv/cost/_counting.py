@@ -18,6 +18,17 @@ from .storage import BITS, WeightFormat, default_format, storage_bytes
 # Non-MAC operations per output element of the lowered element-wise ops.
 _SOFTMAX_OPS = 4   # subtract max, exp, sum, divide
 _BN_OPS = 2        # scale and shift
+# Activations built on exp (sigmoid, tanh, swish): oneDNN evaluates exp as a
+# range reduction, a degree-5 polynomial and a rescale, then adds and divides:
+# about 20 vector operations per element, where a ReLU is one. Counting them
+# as one op under-priced EfficientNet's swish-fused layers by up to 1.8x.
+_EXP_ACTIVATION_OPS = 20
+
+
+def _activation_ops(alg: int) -> int:
+    """Operations per element of a runtime activation (``runtime`` alg code)."""
+    from ..runtime import _LOGISTIC, _SWISH, _TANH
+    return _EXP_ACTIVATION_OPS + (alg == _SWISH) if alg in (_LOGISTIC, _TANH, _SWISH) else 1
 
 
 @dataclass
@@ -38,7 +49,7 @@ class LayerCount:
     output_shape: tuple = ()
     inputs: List[str] = field(default_factory=list)
     outputs: List[str] = field(default_factory=list)
-    regime: str = ""          # op_class, or "conv1x1" for pointwise convolutions
+    regime: str = ""          # op_class, or "conv1x1" / "concat" (see device.REGIMES)
     reorder_bytes: int = 0    # bytes (read + written) of input layout conversions, predicted
     weight_reads: int = 1     # times the weights are streamed (see count_layers)
     compute_macs: int = 0     # MACs on real input (padding taps skipped): what the kernel runs
@@ -72,7 +83,7 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         out_elems = sum(infos[o].size for o in out_names)
         weights = [t for t in in_names if t in inits]
         data_in = [t for t in in_names if t not in inits]
-        n_post = len(attrs.get("post_algs", []))
+        n_post = sum(_activation_ops(int(a)) for a in attrs.get("post_algs", []))
         tap_share = 1.0   # share of the weights' kernel taps that ever touch real input
         # The runtime's integer kernels (QDQ patterns) compute in int8.
         int8 = op in ("QConv", "QMatMul", "QAdd")
@@ -122,12 +133,16 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             weights, data_in = in_names[1:5], [in_names[0]]
         elif op == "Softmax":
             layer.other_ops = out_elems * _SOFTMAX_OPS
-        elif op in ("Eltwise", "Binary"):
+        elif op == "Eltwise":
+            layer.other_ops = out_elems * (_activation_ops(int(attrs["alg"])) + n_post)
+        elif op == "Binary":
             layer.other_ops = out_elems * (1 + n_post)
         elif op in ("QAdd", "Quantize", "Dequantize"):
             layer.other_ops = out_elems * (3 if op == "QAdd" else 1)
         else:  # Concat, Split, Transpose, Copy, Pad: data movement only
             layer.op_class = "data"
+            if op == "Concat":
+                layer.regime = "concat"
         for t in weights:
             arr = inits[t]
             fmt = formats.get(t) or formats.get(lname) or default_format(arr)

@@ -40,9 +40,13 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
 #: Op classes with their own measured efficiency (order shared with lpcv::cost).
 OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "eltwise", "data")
 #: Regimes the latency model prices separately: the op classes plus 1×1
-#: (pointwise) convolutions, which stream activations where k×k ones reuse them.
-#: A device without figures for ``conv1x1`` uses its ``conv`` figures.
-REGIMES = OP_CLASSES + ("conv1x1",)
+#: (pointwise) convolutions, which stream activations where k×k ones reuse
+#: them, and concatenations, which gather channel slices of channels-last
+#: tensors (a strided copy, several times slower per byte than a plain one).
+#: A device without figures for a regime uses those of its parent
+#: (``REGIME_PARENTS``).
+REGIMES = OP_CLASSES + ("conv1x1", "concat")
+REGIME_PARENTS = MappingProxyType({"conv1x1": "conv", "concat": "data"})
 
 _PJ = 1e-12
 
@@ -71,6 +75,15 @@ DEFAULT_ENERGY_PER_MAC = MappingProxyType({
 })
 DEFAULT_DRAM_ENERGY_PER_BYTE = 640.0 / 4 * _PJ
 DEFAULT_CACHE_ENERGY_PER_BYTE = 5.0 / 4 * _PJ
+
+
+def _with_parents(m: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    """``m`` with each regime it leaves out given its parent's figure."""
+    out = dict(m or {})
+    for regime, parent in REGIME_PARENTS.items():
+        if regime not in out and parent in out:
+            out[regime] = out[parent]
+    return out
 
 
 def _frozen(m: Optional[Mapping[str, float]], keys, what: str, default: float = 1.0,
@@ -104,9 +117,10 @@ class Device:
     dram_write_cost : float
         DRAM time of a byte written relative to one read, in [1, 4]: caches
         that allocate on write read a line before overwriting it and write it
-        back later, so streaming a write costs about two reads (2). The
-        presets keep 1 (datasheet bandwidth for all traffic);
-        :meth:`from_host` measures 2 with a copy.
+        back later, so streaming a write costs about two reads (2); kernels
+        that write with streaming (non-temporal) stores pay 1. The presets
+        and :meth:`from_host` use 1: on the measured layers, oneDNN's large
+        outputs stream at the read rate.
     cache_bytes : float
         Last-level cache capacity available to the model, bytes.
     cache_bandwidth : float
@@ -115,7 +129,7 @@ class Device:
         Fixed seconds each primitive (layer) costs.
     class_overhead : mapping of regime to seconds, optional
         Fixed cost of a primitive per regime (see ``REGIMES``); regimes left
-        out cost ``overhead``.
+        out cost their parent's (``REGIME_PARENTS``), else ``overhead``.
     reorder_overhead : float
         Fixed seconds of a layout conversion (reorder) in front of a layer
         whose input is not in the layout its kernel wants.
@@ -127,7 +141,8 @@ class Device:
         Joules per byte moved.
     compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
         Fraction of the compute and bandwidth ceilings real kernels reach,
-        per regime (see ``REGIMES``; ``conv1x1`` defaults to ``conv``).
+        per regime (see ``REGIMES``; a regime left out takes its parent's,
+        ``REGIME_PARENTS``: ``conv1x1`` that of ``conv``).
     overlap : mapping of regime to [0, 1], optional
         How much of the shorter of a layer's compute and memory times is
         *not* hidden behind the longer: latency = max(c, m) + overlap·min(c, m).
@@ -171,15 +186,10 @@ class Device:
                            _frozen({**DEFAULT_ENERGY_PER_MAC, **dict(self.energy_per_mac)},
                                    PRECISIONS, "energy_per_mac", default=0.0))
         for f in ("compute_efficiency", "memory_efficiency"):
-            eff = dict(getattr(self, f) or {})
-            if "conv1x1" not in eff and "conv" in eff:
-                eff["conv1x1"] = eff["conv"]
+            eff = _with_parents(getattr(self, f))
             object.__setattr__(self, f, _frozen(eff, REGIMES, f, lo=0.0, hi=1.0, lo_open=True))
-        ov = dict(self.overlap or {})
-        if "conv1x1" not in ov and "conv" in ov:
-            ov["conv1x1"] = ov["conv"]
-        object.__setattr__(self, "overlap", _frozen(ov, REGIMES, "overlap", default=0.0,
-                                                    lo=0.0, hi=1.0))
+        object.__setattr__(self, "overlap", _frozen(_with_parents(self.overlap), REGIMES,
+                                                    "overlap", default=0.0, lo=0.0, hi=1.0))
         for f in ("dram_bandwidth", "cache_bandwidth"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
@@ -211,7 +221,8 @@ class Device:
         """Fixed seconds of one primitive of ``regime`` (see ``REGIMES``)."""
         if regime not in REGIMES:
             raise ValidationError(f"regime must be one of {REGIMES}, got {regime!r}")
-        return self.class_overhead.get(regime, self.overhead)
+        parent = self.class_overhead.get(REGIME_PARENTS.get(regime, regime), self.overhead)
+        return self.class_overhead.get(regime, parent)
 
     def layer_latency(self, regime: str, compute: float, memory: float,
                       reorder_bytes: float = 0.0) -> float:
@@ -340,7 +351,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v10"
+_LIBRARY_KEY = "host-v11"
 
 
 def _user_cache_dir() -> Path:
