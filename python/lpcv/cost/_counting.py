@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..graph import Model
+from ..runtime import _LOGISTIC, _SWISH, _TANH
 from .storage import BITS, WeightFormat, default_format, storage_bytes
 
 # Non-MAC operations per output element of the lowered element-wise ops.
@@ -27,8 +28,9 @@ _EXP_ACTIVATION_OPS = 20
 
 def _activation_ops(alg: int) -> int:
     """Operations per element of a runtime activation (``runtime`` alg code)."""
-    from ..runtime import _LOGISTIC, _SWISH, _TANH
-    return _EXP_ACTIVATION_OPS + (alg == _SWISH) if alg in (_LOGISTIC, _TANH, _SWISH) else 1
+    if alg == _SWISH:   # x · sigmoid(x): one multiply more
+        return _EXP_ACTIVATION_OPS + 1
+    return _EXP_ACTIVATION_OPS if alg in (_LOGISTIC, _TANH) else 1
 
 
 @dataclass

@@ -230,7 +230,7 @@ def measure_host(threads: int, progress: bool = False) -> Device:
         # Written bytes priced like read ones: with 2 (write-allocate), the
         # large outputs oneDNN's convolutions write at batch 16 were predicted
         # up to 2x too slow (VGG-16's first layer writes 205 MB in 18 ms), and
-        # held-out layers within ±20 % fell from 62 % to 57 %.
+        # held-out layers within ±20 % fell from 62 % to 56 %.
         run_overhead=per_run, dram_write_cost=1.0,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
