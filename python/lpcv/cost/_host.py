@@ -51,6 +51,10 @@ CALIBRATION_MODELS = (
 )
 
 
+#: Passes through the calibration models; each layer keeps its fastest time.
+_CALIBRATION_PASSES = 3
+
+
 def _calibration_model(spec: str) -> Model:
     """A zoo or reference model from ``name[@resolution[xwidth_mult]]``."""
     from .. import zoo
@@ -67,13 +71,14 @@ def _calibration_model(spec: str) -> Model:
 
 
 def layer_samples(model: Model, batch: int, base: Device, threads: int,
-                  flops_per_repeat: float = 1e10) -> List[Dict[str, float]]:
+                  flops_per_repeat: float = 1e10, runs: int = 2) -> List[Dict[str, float]]:
     """Raw roofline terms and measured time of every layer of ``model``.
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
     efficiency 1 (seconds), ``reorder_bytes`` the predicted layout
-    conversions, ``time`` the fastest repeat of two :meth:`Session.profile`
-    runs and ``reorder_time`` the measured conversions (median).
+    conversions, ``time`` the fastest repeat of ``runs`` back-to-back
+    :meth:`Session.profile` runs and ``reorder_time`` the measured
+    conversions (fastest).
     """
     from ..runtime import Session
     from .report import profile
@@ -83,18 +88,43 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
     rep = profile(model, raw, batch)
     repeats = int(np.clip(flops_per_repeat / max(rep.total.flops, 1), 3, 30))
     sess = Session(model, batch_size=batch, threads=threads)
-    runs = [{r["node"]: r for r in sess.profile(repeats=repeats, warmup=2).rows}
-            for _ in range(2)]
+    measured = [{r["node"]: r for r in sess.profile(repeats=repeats, warmup=2).rows}
+                for _ in range(runs)]
     out = []
     for r in rep.rows:
-        if r["layer"] not in runs[0]:
+        if r["layer"] not in measured[0]:
             continue
         out.append({"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
                     "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
                     "reorder_bytes": r["reorder_bytes"],
-                    "time": min(run[r["layer"]]["min_ms"] for run in runs) * 1e-3,
-                    "reorder_time": min(run[r["layer"]]["reorder_ms"] for run in runs) * 1e-3})
+                    "time": min(run[r["layer"]]["min_ms"] for run in measured) * 1e-3,
+                    "reorder_time": min(run[r["layer"]]["reorder_ms"] for run in measured) * 1e-3})
     return out
+
+
+def calibration_samples(base: Device, threads: int, passes: int = 3,
+                        progress=None) -> List[Dict[str, float]]:
+    """:func:`layer_samples` of every calibration model, each layer timed by
+    its fastest over ``passes`` passes through the whole list.
+
+    The passes are spread over the minute or so the list takes: this
+    machine's speed can drop by 10-20 % for tens of seconds (a VM's
+    neighbours, frequency steps), and a fit on one slow spell predicts every
+    network too slow; back-to-back repeats cannot see past such a spell.
+    """
+    merged: Dict[Tuple[str, int, str], Dict[str, float]] = {}
+    for _ in range(passes):
+        for name, batch in CALIBRATION_MODELS:
+            for s in layer_samples(_calibration_model(name), batch, base, threads, runs=1):
+                key = (name, batch, s["layer"])
+                if key in merged:
+                    for k in ("time", "reorder_time"):
+                        merged[key][k] = min(merged[key][k], s[k])
+                else:
+                    merged[key] = s
+            if progress is not None:
+                progress.update()
+    return list(merged.values())
 
 
 _CE_GRID = np.geomspace(0.02, 1.0, 48)
@@ -203,7 +233,8 @@ def run_overhead(threads: int) -> float:
 def measure_host(threads: int, progress: bool = False) -> Device:
     from tqdm.auto import tqdm
 
-    steps = tqdm(total=5 + len(CALIBRATION_MODELS), desc="measuring host", disable=not progress)
+    steps = tqdm(total=5 + _CALIBRATION_PASSES * len(CALIBRATION_MODELS), desc="measuring host",
+                 disable=not progress)
     # Best of two sizes: with only a few repeats of one size, a moment of
     # contention or a slow frequency step sets the peak too low, and every
     # large convolution then looks faster than "peak".
@@ -238,10 +269,7 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     # Efficiencies and fixed costs of each regime: fitted on the measured
     # layers of real networks (in their real context: cache state, layouts,
     # fused post-ops), not on synthetic single layers.
-    samples: List[Dict[str, float]] = []
-    for name, batch in CALIBRATION_MODELS:
-        samples += layer_samples(_calibration_model(name), batch, base, threads)
-        steps.update()
+    samples = calibration_samples(base, threads, _CALIBRATION_PASSES, steps)
     steps.close()
     fit = fit_samples(samples, base.cache_bandwidth)
     return base.replace(**fit)
