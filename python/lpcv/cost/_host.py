@@ -51,7 +51,7 @@ CALIBRATION_MODELS = (
 )
 
 
-#: Passes through the calibration models; each layer keeps its fastest time.
+#: Passes through the calibration models; each layer keeps its median time.
 _CALIBRATION_PASSES = 3
 
 
@@ -105,26 +105,29 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
 def calibration_samples(base: Device, threads: int, passes: int = 3,
                         progress=None) -> List[Dict[str, float]]:
     """:func:`layer_samples` of every calibration model, each layer timed by
-    its fastest over ``passes`` passes through the whole list.
+    its median over ``passes`` passes through the whole list.
 
     The passes are spread over the minute or so the list takes: this
-    machine's speed can drop by 10-20 % for tens of seconds (a VM's
-    neighbours, frequency steps), and a fit on one slow spell predicts every
-    network too slow; back-to-back repeats cannot see past such a spell.
+    machine's speed can move by 10-25 % for tens of seconds (a VM's
+    neighbours, frequency steps), both ways, and a fit on one such spell
+    predicts every network too slow or too fast; back-to-back repeats cannot
+    see past it, the median of spread passes does.
     """
     merged: Dict[Tuple[str, int, str], Dict[str, float]] = {}
+    times: Dict[Tuple[str, int, str], List[Tuple[float, float]]] = {}
     for _ in range(passes):
         for name, batch in CALIBRATION_MODELS:
             for s in layer_samples(_calibration_model(name), batch, base, threads, runs=1):
                 key = (name, batch, s["layer"])
-                if key in merged:
-                    for k in ("time", "reorder_time"):
-                        merged[key][k] = min(merged[key][k], s[k])
-                else:
-                    merged[key] = s
+                merged.setdefault(key, s)
+                times.setdefault(key, []).append((s["time"], s["reorder_time"]))
             if progress is not None:
                 progress.update()
-    return list(merged.values())
+    out = []
+    for key, s in merged.items():
+        t, reorder = np.median(np.array(times[key]), axis=0)
+        out.append({**s, "time": float(t), "reorder_time": float(reorder)})
+    return out
 
 
 _CE_GRID = np.geomspace(0.02, 1.0, 48)

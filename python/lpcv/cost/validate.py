@@ -57,20 +57,24 @@ class ValidationReport(Table):
                                        [r["measured_ms"] for r in rows])
 
     @classmethod
-    def fastest(cls, reports: Sequence["ValidationReport"]) -> "ValidationReport":
+    def combine(cls, reports: Sequence["ValidationReport"],
+                statistic: str = "median") -> "ValidationReport":
         """One report from several validations of the same model, device and
-        batch size, each layer and the whole model measured by its fastest time.
+        batch size, made minutes apart.
 
-        On a shared machine (a VM, a laptop with a browser open) speed moves
-        for seconds to minutes at a time; validations spread over minutes and
-        combined by their fastest times give the time without contention,
-        which is what the cost model predicts, and agree with each other far
-        better than any single one.
+        Within one validation each layer is timed by its fastest repeat,
+        which sees past interruptions of a few milliseconds. A shared
+        machine's speed also moves for tens of seconds at a time (a VM's
+        neighbours, frequency steps), both ways; the median over validations
+        spread over minutes is the machine's typical speed and repeats far
+        better than any single validation or the fastest of them.
 
         Parameters
         ----------
         reports : sequence of ValidationReport
             From :func:`validate` on the same model, device and batch size.
+        statistic : {"median", "fastest"}
+            How each layer's and the whole model's measured times combine.
 
         Returns
         -------
@@ -81,11 +85,14 @@ class ValidationReport(Table):
         >>> import lpcv
         >>> dev = lpcv.cost.Device.preset("x86-avx512-core")
         >>> m = lpcv.zoo.reference("fmnist-lenet300")
-        >>> runs = [lpcv.cost.validate(m, dev, repeats=3) for _ in range(2)]
-        >>> best = lpcv.cost.ValidationReport.fastest(runs)
+        >>> runs = [lpcv.cost.validate(m, dev, repeats=3) for _ in range(3)]
+        >>> best = lpcv.cost.ValidationReport.combine(runs, "fastest")
         >>> best.measured_total == min(r.measured_total for r in runs)
         True
         """
+        reduce = {"median": np.median, "fastest": np.min}.get(statistic)
+        if reduce is None:
+            raise ValidationError(f"statistic must be 'median' or 'fastest', got {statistic!r}")
         reports = list(reports)
         if not reports or not all(isinstance(r, ValidationReport) for r in reports):
             raise ValidationError("reports must be a non-empty sequence of ValidationReport")
@@ -102,11 +109,11 @@ class ValidationReport(Table):
                                       "and tolerance (their layers or predictions differ)")
         rows = []
         for i, row in enumerate(first.rows):
-            m = min(rep.rows[i]["measured_ms"] for rep in reports)
+            m = float(reduce([rep.rows[i]["measured_ms"] for rep in reports]))
             rows.append({**row, "measured_ms": m,
                          "error": row["predicted_ms"] / m - 1 if m > 0 else float("inf")})
         return cls(rows, first.title, first.tolerance, first.predicted_total,
-                   min(rep.measured_total for rep in reports))
+                   float(reduce([rep.measured_total for rep in reports])))
 
     def summary(self) -> str:
         return (f"{self.layer_share_within:.0%} of {len(self.rows)} layers within "
@@ -134,9 +141,9 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
         Profiling repetitions. Measured times are the fastest repeat, per
         layer over two profiles and for the whole model over three
         benchmarks: on a shared machine, the time without contention from
-        other processes, which is what the cost model predicts. To see past
-        slow spells that last longer than one call, combine calls made
-        minutes apart with :meth:`ValidationReport.fastest`.
+        other processes, which is what the cost model predicts. Speed
+        changes that last longer than one call average out over calls made
+        minutes apart, combined with :meth:`ValidationReport.combine`.
     threads : int, optional
     tolerance : float
         Relative error counted as a hit, default ±20 %.
