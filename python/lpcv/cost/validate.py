@@ -83,9 +83,8 @@ class ValidationReport(Table):
         Examples
         --------
         >>> import lpcv
-        >>> dev = lpcv.cost.Device.preset("x86-avx512-core")
         >>> m = lpcv.zoo.reference("fmnist-lenet300")
-        >>> runs = [lpcv.cost.validate(m, dev, repeats=3) for _ in range(3)]
+        >>> runs = [lpcv.cost.validate(m, "x86-avx512-core", repeats=3) for _ in range(3)]
         >>> best = lpcv.cost.ValidationReport.combine(runs, "fastest")
         >>> best.measured_total == min(r.measured_total for r in runs)
         True
