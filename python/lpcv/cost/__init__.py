@@ -39,9 +39,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
   micro-benchmarks (fastest repeats) and fits the reorder cost on measured
   conversions, then each regime's efficiencies, overlap and fixed cost (at
-  most the time of the regime's fastest layer) on the measured layers
-  (fastest repeat) of networks that ``bench/cost_fidelity.py`` does not
-  validate on;
+  most the time of the regime's fastest layer) on the measured layers of
+  networks that ``bench/cost_fidelity.py`` does not validate on, each layer
+  timed by its fastest repeat within a pass and its median over three
+  passes spread over a minute or so;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 
