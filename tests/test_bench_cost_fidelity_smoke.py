@@ -3,18 +3,23 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import lpcv
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "cost_fidelity.py"
+# The lpcv this test imported (installed or from the source tree), for the subprocess.
+PACKAGE_ROOT = str(Path(lpcv.__file__).resolve().parents[1])
 
 
 def test_cost_fidelity_bench_combines_passes_by_median_time(tmp_path):
     out = tmp_path / "fid.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "cost_fidelity.py"),
-                    "--models", "fmnist-lenet300", "--batches", "1", "4", "--passes", "3",
-                    "--device", "x86-avx512-core", "--out", str(out)],
-                   check=True, env=env, capture_output=True, timeout=600)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    proc = subprocess.run([sys.executable, str(BENCH), "--models", "fmnist-lenet300",
+                           "--batches", "1", "4", "--passes", "3", "--device", "x86-avx512-core",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     d = json.loads(out.read_text())
     assert d["passes"] == 3 and len(d["cases"]) == 2
     for case in d["cases"]:
