@@ -113,11 +113,12 @@ def main(argv=None) -> int:
             "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
             "kendall_tau": v.kendall_tau, "seconds": seconds[name, batch], "rows": rows,
         })
-        for i in range(len(runs) if len(runs) >= 2 else 0):
+        # Each pass against the median of the others (needs two passes).
+        for i, run in enumerate(runs if len(runs) >= 2 else []):
             rest = ValidationReport.combine(runs[:i] + runs[i + 1:])
             agree_layers += [abs(ra["measured_ms"] / rb["measured_ms"] - 1) <= 0.2
-                             for ra, rb in zip(runs[i].rows, rest.rows)]
-            agree_models.append(abs(runs[i].measured_total / rest.measured_total - 1) <= 0.1)
+                             for ra, rb in zip(run.rows, rest.rows)]
+            agree_models.append(abs(run.measured_total / rest.measured_total - 1) <= 0.1)
         print(f"{name:22s} batch {batch:3d}: {v.summary()}", flush=True)
     remeasured = None
     if agree_models:

@@ -71,14 +71,14 @@ def _calibration_model(spec: str) -> Model:
 
 
 def layer_samples(model: Model, batch: int, base: Device, threads: int,
-                  flops_per_repeat: float = 1e10, runs: int = 2) -> List[Dict[str, float]]:
+                  flops_per_repeat: float = 1e10) -> List[Dict[str, float]]:
     """Raw roofline terms and measured time of every layer of ``model``.
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
     efficiency 1 (seconds), ``reorder_bytes`` the predicted layout
-    conversions, ``time`` the fastest repeat of ``runs`` back-to-back
-    :meth:`Session.profile` runs and ``reorder_time`` the measured
-    conversions (fastest).
+    conversions, ``time`` the fastest repeat of one :meth:`Session.profile`
+    run and ``reorder_time`` the measured conversions (median over repeats).
+    Repeated runs belong to :func:`calibration_samples`, spread over minutes.
     """
     from ..runtime import Session
     from .report import profile
@@ -88,18 +88,13 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
     rep = profile(model, raw, batch)
     repeats = int(np.clip(flops_per_repeat / max(rep.total.flops, 1), 3, 30))
     sess = Session(model, batch_size=batch, threads=threads)
-    measured = [{r["node"]: r for r in sess.profile(repeats=repeats, warmup=2).rows}
-                for _ in range(runs)]
-    out = []
-    for r in rep.rows:
-        if r["layer"] not in measured[0]:
-            continue
-        out.append({"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
-                    "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
-                    "reorder_bytes": r["reorder_bytes"],
-                    "time": min(run[r["layer"]]["min_ms"] for run in measured) * 1e-3,
-                    "reorder_time": min(run[r["layer"]]["reorder_ms"] for run in measured) * 1e-3})
-    return out
+    measured = {r["node"]: r for r in sess.profile(repeats=repeats, warmup=2).rows}
+    return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
+             "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
+             "reorder_bytes": r["reorder_bytes"],
+             "time": measured[r["layer"]]["min_ms"] * 1e-3,
+             "reorder_time": measured[r["layer"]]["reorder_ms"] * 1e-3}
+            for r in rep.rows if r["layer"] in measured]
 
 
 def calibration_samples(base: Device, threads: int, passes: int = 3,
@@ -117,7 +112,7 @@ def calibration_samples(base: Device, threads: int, passes: int = 3,
     times: Dict[Tuple[str, int, str], List[Tuple[float, float]]] = {}
     for _ in range(passes):
         for name, batch in CALIBRATION_MODELS:
-            for s in layer_samples(_calibration_model(name), batch, base, threads, runs=1):
+            for s in layer_samples(_calibration_model(name), batch, base, threads):
                 key = (name, batch, s["layer"])
                 merged.setdefault(key, s)
                 times.setdefault(key, []).append((s["time"], s["reorder_time"]))
