@@ -80,7 +80,11 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     }
     r.dram_bytes = dram + written;
     r.intensity = r.bytes > 0 ? r.flops / r.bytes : INFINITY;
-    r.compute_time = r.flops / (peak * d.compute_efficiency[c]);
+    // Peak FLOP/s counts a fused multiply-add as two operations per lane; any
+    // other vector instruction (max, add, compare, one step of exp) takes the
+    // same issue slot for one operation, so non-MAC operations take twice the
+    // time per operation that MACs do.
+    r.compute_time = (2 * l.macs + 2 * l.other_ops) / (peak * d.compute_efficiency[c]);
     r.memory_time = ((dram + d.dram_write_cost * written) / d.dram_bandwidth +
                      cached / d.cache_bandwidth) / d.memory_efficiency[c];
     r.memory_bound = r.memory_time > r.compute_time;

@@ -9,7 +9,8 @@ of a :class:`CostReport` says which bound applies and what would help.
 Model of a layer (``cpp/src/cost/roofline.cpp``):
 
 * operations = 2·MACs + other operations (compares, adds, activations: one
-  per element, about 20 for those built on exp, sigmoid, tanh and swish);
+  per element, about 40 for those built on exp, sigmoid, tanh and swish:
+  20 vector instructions and a division as slow as 20 more);
   MACs and FLOPs are both reported, FLOPs = 2·MACs;
 * bytes = weights at their stored format + activations read + written;
   arithmetic intensity = operations / bytes;
@@ -24,8 +25,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   fit in half of it and from DRAM when they do not;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones and concatenations apart from other data movement (``REGIMES``);
-* compute time = operations / (peak(precision) · compute efficiency of the
-  regime), with a convolution's MACs counted on real input only: kernels
+* compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
+  efficiency of the regime): the peak counts a fused multiply-add as two
+  operations, and any other vector instruction takes its issue slot for
+  one; with a convolution's MACs counted on real input only: kernels
   skip the taps that fall on padding, a large share on small maps (the MACs
   column keeps the conventional count); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
   bandwidth) / memory efficiency of the regime; latency = max(compute,
@@ -41,8 +44,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   conversions, then each regime's efficiencies, overlap and fixed cost (at
   most the time of the regime's fastest layer) on the measured layers of
   networks that ``bench/cost_fidelity.py`` does not validate on, each layer
-  timed by its fastest repeat within a pass and its median over three
-  passes spread over a minute or so;
+  timed by its fastest repeat within a pass and its median over five
+  passes spread over two to three minutes;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 

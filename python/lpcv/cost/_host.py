@@ -51,8 +51,10 @@ CALIBRATION_MODELS = (
 )
 
 
-#: Passes through the calibration models; each layer keeps its median time.
-_CALIBRATION_PASSES = 3
+#: Passes through the calibration models (about 30 s each); each layer keeps
+#: its median time. Five spread over some 2.5 minutes: with three (1.5 min)
+#: the fit still leaned on that minute's machine speed.
+_CALIBRATION_PASSES = 5
 
 
 def _calibration_model(spec: str) -> Model:
@@ -102,7 +104,7 @@ def calibration_samples(base: Device, threads: int, passes: int = 3,
     """:func:`layer_samples` of every calibration model, each layer timed by
     its median over ``passes`` passes through the whole list.
 
-    The passes are spread over the minute or so the list takes: this
+    The passes are spread over the minutes the list takes: this
     machine's speed can move by 10-25 % for tens of seconds (a VM's
     neighbours, frequency steps), both ways, and a fit on one such spell
     predicts every network too slow or too fast; back-to-back repeats cannot

@@ -351,7 +351,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v13"
+_LIBRARY_KEY = "host-v14"
 
 
 def _user_cache_dir() -> Path:
