@@ -99,7 +99,7 @@ def layer_samples(model: Model, batch: int, base: Device, threads: int,
             for r in rep.rows if r["layer"] in measured]
 
 
-def calibration_samples(base: Device, threads: int, passes: int = 3,
+def calibration_samples(base: Device, threads: int, passes: int = _CALIBRATION_PASSES,
                         progress=None) -> List[Dict[str, float]]:
     """:func:`layer_samples` of every calibration model, each layer timed by
     its median over ``passes`` passes through the whole list.
