@@ -475,6 +475,38 @@ def test_validate_reports_consistent_errors():
     assert v.model_error == pytest.approx(v.predicted_total / v.measured_total - 1)
 
 
+def test_validate_times_layers_and_whole_model_by_their_median(monkeypatch):
+    # A run takes each layer's typical time, so both sides of the comparison
+    # are medians: a stand-in session whose fastest repeats are half the
+    # median ones shows which statistic validate reads.
+    import lpcv.runtime as runtime
+    from lpcv._report import Table
+    from lpcv.cost import validate
+    m = _conv_model([(16, 3, 1), (32, 1, 1)], hw=16)
+    layers = [r["layer"] for r in profile(m, "x86-avx512-core").rows]
+    asked = {}
+
+    class StandIn:
+        def __init__(self, model, batch_size, threads):
+            pass
+
+        def profile(self, repeats):
+            asked["profile"] = repeats
+            return Table([{"node": n, "time_ms": 2.0 + i, "min_ms": 1.0 + i / 2}
+                          for i, n in enumerate(layers)])
+
+        def benchmark(self, runs, warmup):
+            asked["benchmark"] = runs
+            return runtime.Timing(mean=9e-3, median=8e-3, min=4e-3, max=20e-3, std=1e-3,
+                                  p90=12e-3, runs=runs, batch_size=1, threads=None)
+
+    monkeypatch.setattr(runtime, "Session", StandIn)
+    v = validate(m, "x86-avx512-core", repeats=4)
+    assert [r["measured_ms"] for r in v.rows] == [2.0 + i for i in range(len(layers))]
+    assert v.measured_total == 8e-3
+    assert asked == {"profile": 8, "benchmark": 12}
+
+
 def test_combined_validations_take_each_layers_median_or_fastest_time():
     from lpcv.cost import ValidationReport, validate
     m = _conv_model([(16, 3, 1), (32, 1, 16)], hw=16)
@@ -504,24 +536,34 @@ def test_combined_validations_take_each_layers_median_or_fastest_time():
 def test_calibration_keeps_each_layers_median_time_over_passes(monkeypatch):
     import lpcv.cost._host as host
     # Stand-in measurements: pass k of a layer takes (3, 1, 2)[k] ms, so the
-    # merged sample must keep 2 ms (the median) and the roofline terms.
-    calls = {}
+    # merged time must be 2 ms (the median).
+    calls, between = {}, []
 
-    def fake(model, batch, base, threads, runs=2):
+    def fake(model, batch, threads):
         k = calls.setdefault((model.name, batch), 0)
         calls[model.name, batch] += 1
         t = (3e-3, 1e-3, 2e-3)[k]
-        return [{"layer": "l", "regime": "conv", "op": "Conv", "batch": batch, "compute": 1.0,
-                 "memory": 2.0, "reorder_bytes": 0.0, "time": t, "reorder_time": t / 10}]
+        return {"l": (t, t / 10)}
 
-    monkeypatch.setattr(host, "layer_samples", fake)
+    monkeypatch.setattr(host, "layer_times", fake)
     monkeypatch.setattr(host, "_calibration_model", lambda spec: Model([], [], [], name=spec))
-    samples = host.calibration_samples(Device.preset("rpi4"), threads=1, passes=3)
-    assert len(samples) == len(host.CALIBRATION_MODELS)
+    times = host.calibration_times(threads=1, passes=3,
+                                   between_passes=lambda: between.append(len(calls)))
+    assert set(times) == set(host.CALIBRATION_MODELS)
     assert all(n == 3 for n in calls.values())
-    for s in samples:
-        assert s["time"] == pytest.approx(2e-3) and s["reorder_time"] == pytest.approx(2e-4)
-        assert (s["compute"], s["memory"]) == (1.0, 2.0)
+    # Called before each pass: before any model, then after each full pass.
+    n = len(host.CALIBRATION_MODELS)
+    assert between == [0, n, n]
+    for layers in times.values():
+        assert layers["l"] == pytest.approx((2e-3, 2e-4))
+
+
+def test_host_figures_keep_the_best_throughput_and_the_median_fixed_cost():
+    from lpcv.cost._host import combine_figures
+    runs = [{"fp32": 1e11, "dram": 2e10, "overhead": 3e-6},
+            {"fp32": 4e10, "dram": 2.5e10, "overhead": 1e-6},
+            {"fp32": 9e10, "dram": 1e10, "overhead": 2e-6}]
+    assert combine_figures(runs) == {"fp32": 1e11, "dram": 2.5e10, "overhead": 2e-6}
 
 
 @pytest.fixture(scope="module")

@@ -40,12 +40,14 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
   bandwidth); the whole model adds the device's per-inference overhead;
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks (fastest repeats) and fits the reorder cost on measured
-  conversions, then each regime's efficiencies, overlap and fixed cost (at
+  micro-benchmarks (fastest repeats; peaks and bandwidths the best of five
+  measurements spread over the calibration, fixed costs their median) and
+  fits the reorder cost on measured conversions, then each regime's efficiencies, overlap and fixed cost (at
   most the time of the regime's fastest layer) on the measured layers of
   networks that ``bench/cost_fidelity.py`` does not validate on, each layer
-  timed by its fastest repeat within a pass and its median over five
-  passes spread over two to three minutes;
+  timed by its median repeat within a pass (a run takes each layer's
+  typical time, not its fastest) and its median over five passes spread
+  over two to three minutes;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 

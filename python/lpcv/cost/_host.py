@@ -72,59 +72,69 @@ def _calibration_model(spec: str) -> Model:
     return getattr(zoo, name)(**kwargs)
 
 
-def layer_samples(model: Model, batch: int, base: Device, threads: int,
-                  flops_per_repeat: float = 1e10) -> List[Dict[str, float]]:
-    """Raw roofline terms and measured time of every layer of ``model``.
+def layer_times(model: Model, batch: int, threads: int,
+                flops_per_repeat: float = 1e10) -> Dict[str, Tuple[float, float]]:
+    """Measured (time, layout-conversion time) of every layer of ``model``, in
+    seconds: medians over the repeats of one :meth:`Session.profile` run (a
+    whole run is the sum of its layers' typical times, not of their fastest
+    ones). Repeated runs belong to :func:`calibration_times`, spread over
+    minutes."""
+    from ..runtime import Session
+    from .report import profile
+    # Operation counts do not depend on the device.
+    flops = profile(model, "x86-avx512-core", batch).total.flops
+    repeats = int(np.clip(flops_per_repeat / max(flops, 1), 3, 30))
+    sess = Session(model, batch_size=batch, threads=threads)
+    return {r["node"]: (r["time_ms"] * 1e-3, r["reorder_ms"] * 1e-3)
+            for r in sess.profile(repeats=repeats, warmup=2).rows}
+
+
+def layer_samples(model: Model, batch: int, base: Device,
+                  times: Dict[str, Tuple[float, float]]) -> List[Dict[str, float]]:
+    """Raw roofline terms of every layer of ``model`` with its measured times.
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
     efficiency 1 (seconds), ``reorder_bytes`` the predicted layout
-    conversions, ``time`` the fastest repeat of one :meth:`Session.profile`
-    run and ``reorder_time`` the measured conversions (median over repeats).
-    Repeated runs belong to :func:`calibration_samples`, spread over minutes.
+    conversions; ``time`` and ``reorder_time`` come from ``times`` (see
+    :func:`layer_times`).
     """
-    from ..runtime import Session
     from .report import profile
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
                        class_overhead={}, reorder_overhead=0.0, overlap={})
     rep = profile(model, raw, batch)
-    repeats = int(np.clip(flops_per_repeat / max(rep.total.flops, 1), 3, 30))
-    sess = Session(model, batch_size=batch, threads=threads)
-    measured = {r["node"]: r for r in sess.profile(repeats=repeats, warmup=2).rows}
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"],
-             "time": measured[r["layer"]]["min_ms"] * 1e-3,
-             "reorder_time": measured[r["layer"]]["reorder_ms"] * 1e-3}
-            for r in rep.rows if r["layer"] in measured]
+             "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
+            for r in rep.rows if r["layer"] in times]
 
 
-def calibration_samples(base: Device, threads: int, passes: int = _CALIBRATION_PASSES,
-                        progress=None) -> List[Dict[str, float]]:
-    """:func:`layer_samples` of every calibration model, each layer timed by
+def calibration_times(threads: int, passes: int = _CALIBRATION_PASSES, progress=None,
+                      between_passes=None) -> Dict[Tuple[str, int], Dict[str, Tuple[float, float]]]:
+    """:func:`layer_times` of every calibration model, each layer timed by
     its median over ``passes`` passes through the whole list.
 
     The passes are spread over the minutes the list takes: this
     machine's speed can move by 10-25 % for tens of seconds (a VM's
     neighbours, frequency steps), both ways, and a fit on one such spell
     predicts every network too slow or too fast; back-to-back repeats cannot
-    see past it, the median of spread passes does.
+    see past it, the median of spread passes does. ``between_passes`` is
+    called before each pass (the host's micro-benchmarks are repeated there).
     """
-    merged: Dict[Tuple[str, int, str], Dict[str, float]] = {}
-    times: Dict[Tuple[str, int, str], List[Tuple[float, float]]] = {}
+    times: Dict[Tuple[str, int], Dict[str, List[Tuple[float, float]]]] = {}
     for _ in range(passes):
+        if between_passes is not None:
+            between_passes()
         for name, batch in CALIBRATION_MODELS:
-            for s in layer_samples(_calibration_model(name), batch, base, threads):
-                key = (name, batch, s["layer"])
-                merged.setdefault(key, s)
-                times.setdefault(key, []).append((s["time"], s["reorder_time"]))
+            run = layer_times(_calibration_model(name), batch, threads)
+            for layer, t in run.items():
+                times.setdefault((name, batch), {}).setdefault(layer, []).append(t)
             if progress is not None:
                 progress.update()
-    out = []
-    for key, s in merged.items():
-        t, reorder = np.median(np.array(times[key]), axis=0)
-        out.append({**s, "time": float(t), "reorder_time": float(reorder)})
-    return out
+    return {case: {layer: tuple(float(v) for v in np.median(np.array(ts), axis=0))
+                   for layer, ts in layers.items()}
+            for case, layers in times.items()}
 
 
 _CE_GRID = np.geomspace(0.02, 1.0, 48)
@@ -219,57 +229,83 @@ def _peak_conv_seconds(threads: int) -> float:
 
 def run_overhead(threads: int) -> float:
     """Seconds of an inference beyond its layers: a one-layer model's whole
-    run (fastest of many) minus the fastest time of its layer."""
+    run minus the time of its layer (medians of many, like the layers')."""
     from ..graph import Model, Node, ValueInfo
     from ..runtime import Session
     model = Model([Node("Relu", "relu", ["x"], ["y"])], [ValueInfo("x", (1, 16))],
                   [ValueInfo("y", (1, 16))], name="run-overhead")
     sess = Session(model, batch_size=1, threads=threads)
-    whole = min(sess.benchmark(runs=200, warmup=20).min for _ in range(3))
-    layer = min(r["min_ms"] for r in sess.profile(repeats=200).rows if r["node"] == "relu")
+    whole = sess.benchmark(runs=600, warmup=20).median
+    layer = next(r["time_ms"] for r in sess.profile(repeats=600).rows if r["node"] == "relu")
     return max(whole - layer * 1e-3, 0.0)
 
 
-def measure_host(threads: int, progress: bool = False) -> Device:
-    from tqdm.auto import tqdm
-
-    steps = tqdm(total=5 + _CALIBRATION_PASSES * len(CALIBRATION_MODELS), desc="measuring host",
-                 disable=not progress)
+def host_figures(threads: int) -> Dict[str, float]:
+    """One measurement of this machine's peaks (FLOP/s), bandwidths (bytes/s)
+    and fixed costs (seconds) with oneDNN micro-benchmarks."""
     # Best of two sizes: with only a few repeats of one size, a moment of
     # contention or a slow frequency step sets the peak too low, and every
     # large convolution then looks faster than "peak".
     fp32 = max([2 * n ** 3 / _core.time_matmul(n, n, n, "float32", 10, threads)
                 for n in (1024, 2048)] + [_PEAK_CONV_FLOPS / _peak_conv_seconds(threads)])
-    steps.update()
     int8 = max(2 * n ** 3 / _core.time_matmul(n, n, n, "int8", 10, threads)
                for n in (1024, 2048))
-    steps.update()
     # A copy reads the source, and reads then writes back the destination
     # (write-allocate): 3 transfers per byte, writes costing two reads.
     dram = 3 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
-    steps.update()
     cache = _cache_bytes(threads)
     # Source and destination together fill half the private caches.
     cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 50, threads)
-    steps.update()
-    overhead = _core.time_tiny_primitive(20, threads)
-    per_run = run_overhead(threads)
-    steps.update()
+    return {"fp32": fp32, "int8": int8, "dram": dram, "cache_bw": max(cache_bw, dram),
+            "overhead": _core.time_tiny_primitive(20, threads),
+            "run_overhead": run_overhead(threads)}
+
+
+#: Figures of :func:`host_figures` that are throughputs: a neighbour's load
+#: only ever lowers them, so the best of the spread measurements is the
+#: machine's. The fixed costs keep their median, like the layers' times.
+_THROUGHPUTS = ("fp32", "int8", "dram", "cache_bw")
+
+
+def combine_figures(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    """Several :func:`host_figures` measurements made minutes apart, as one."""
+    return {k: float(max(r[k] for r in runs) if k in _THROUGHPUTS
+                     else np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def measure_host(threads: int, progress: bool = False) -> Device:
+    from tqdm.auto import tqdm
+
+    steps = tqdm(total=_CALIBRATION_PASSES * (1 + len(CALIBRATION_MODELS)),
+                 desc="measuring host", disable=not progress)
+    # The micro-benchmarks take seconds, so one slow spell of a shared
+    # machine (seen: cache bandwidth at 40 % of its usual figure) would skew
+    # every prediction; they are repeated before each calibration pass.
+    runs: List[Dict[str, float]] = []
+
+    def micro_benchmarks():
+        runs.append(host_figures(threads))
+        steps.update()
+
+    # Efficiencies and fixed costs of each regime: fitted on the measured
+    # layers of real networks (in their real context: cache state, layouts,
+    # fused post-ops), not on synthetic single layers.
+    times = calibration_times(threads, _CALIBRATION_PASSES, steps, micro_benchmarks)
+    steps.close()
+    f = combine_figures(runs)
     base = Device(
-        name="host", peak_flops={"fp32": fp32, "int8": int8}, dram_bandwidth=dram,
-        cache_bytes=cache, cache_bandwidth=max(cache_bw, dram), overhead=overhead,
+        name="host", peak_flops={"fp32": f["fp32"], "int8": f["int8"]},
+        dram_bandwidth=f["dram"], cache_bytes=_cache_bytes(threads),
+        cache_bandwidth=f["cache_bw"], overhead=f["overhead"],
         # Written bytes priced like read ones: with 2 (write-allocate), the
         # large outputs oneDNN's convolutions write at batch 16 were predicted
         # up to 2x too slow (VGG-16's first layer writes 205 MB in 18 ms), and
         # held-out layers within ±20 % fell from 62 % to 56 %.
-        run_overhead=per_run, dram_write_cost=1.0,
+        run_overhead=f["run_overhead"], dram_write_cost=1.0,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))
-    # Efficiencies and fixed costs of each regime: fitted on the measured
-    # layers of real networks (in their real context: cache state, layouts,
-    # fused post-ops), not on synthetic single layers.
-    samples = calibration_samples(base, threads, _CALIBRATION_PASSES, steps)
-    steps.close()
+    samples = [s for (name, batch), layers in times.items()
+               for s in layer_samples(_calibration_model(name), batch, base, layers)]
     fit = fit_samples(samples, base.cache_bandwidth)
     return base.replace(**fit)

@@ -312,8 +312,9 @@ class Device:
         each regime's compute and memory efficiency and fixed cost, and the
         cost of a layout conversion, on the layers of real networks
         (``lpcv.cost._host.CALIBRATION_MODELS``, batch 1 and 16) timed by
-        :meth:`lpcv.Session.profile`. Takes about a minute; keep the machine
-        otherwise idle.
+        :meth:`lpcv.Session.profile`, in five passes with the
+        micro-benchmarks repeated before each. Takes two to three minutes;
+        keep the machine otherwise idle.
         The result is cached as JSON in the user cache directory
         (``$XDG_CACHE_HOME/lpcv`` or ``~/.cache/lpcv``), keyed by CPU model
         and thread count; ``refresh=True`` measures again.
@@ -351,7 +352,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v14"
+_LIBRARY_KEY = "host-v15"
 
 
 def _user_cache_dir() -> Path:
