@@ -44,8 +44,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   measurements spread over the calibration, fixed costs their median) and
   fits the reorder cost on measured conversions, then each regime's
   efficiencies, overlap and fixed cost (at most the time of the regime's
-  fastest layer) on the measured layers of networks that ``bench/cost_fidelity.py`` does not validate on, each layer
-  timed by its median repeat within a pass (a run takes each layer's
+  fastest layer) on the measured layers of networks that
+  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its median repeat within a pass (a run takes each layer's
   typical time, not its fastest) and its median over five passes spread
   over two to three minutes;
 * energy = MACs · energy per MAC (precision) + other operations · half that
