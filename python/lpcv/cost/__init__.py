@@ -45,9 +45,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   fits the reorder cost on measured conversions, then each regime's
   efficiencies, overlap and fixed cost (at most the time of the regime's
   fastest layer) on the measured layers of networks that
-  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its median repeat within a pass (a run takes each layer's
-  typical time, not its fastest) and its median over five passes spread
-  over two to three minutes;
+  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
+  median repeat within a pass (a run takes each layer's typical time, not
+  its fastest) and its median over five passes spread over two to three
+  minutes;
 * energy = MACs · energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 
