@@ -95,17 +95,19 @@ def layer_samples(model: Model, batch: int, base: Device,
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
     efficiency 1 (seconds), ``reorder_bytes`` the predicted layout
-    conversions; ``time`` and ``reorder_time`` come from ``times`` (see
+    conversions, ``cross_core_bytes`` the input read from other cores'
+    caches; ``time`` and ``reorder_time`` come from ``times`` (see
     :func:`layer_times`).
     """
     from .report import profile
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
-                       class_overhead={}, reorder_overhead=0.0, overlap={})
+                       class_overhead={}, reorder_overhead=0.0, overlap={},
+                       cross_core_cost={})
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
-             "reorder_bytes": r["reorder_bytes"],
+             "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
 
@@ -143,6 +145,8 @@ _ME_GRID = np.geomspace(0.02, 1.0, 48)
 # proportional misfits of large layers and over-price tiny ones.
 _OV_GRID = np.concatenate([[0.0], np.geomspace(0.5e-6, 30e-6, 30)])
 _OVERLAP_GRID = np.linspace(0.0, 1.0, 11)
+# Seconds per byte read across cores: none, or 2-200 GB/s.
+_CROSS_GRID = np.concatenate([[0.0], 1 / np.geomspace(200e9, 2e9, 12)])
 
 
 def _loss(pred, t):
@@ -176,33 +180,37 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                                   cache_bandwidth)
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
-           for k in ("compute", "memory", "reorder_bytes", "time")}
+           for k in ("compute", "memory", "reorder_bytes", "cross_core_bytes", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
-    params: Dict[str, Tuple[float, float, float, float]] = {}
+    params: Dict[str, Tuple[float, float, float, float, float]] = {}
     for r in sorted(set(reg)):
         m = reg == r
         c = arr["compute"][m][:, None, None] / _CE_GRID[None, :, None]
         mm = arr["memory"][m][:, None, None] / _ME_GRID[None, None, :]
         hi, lo = np.maximum(c, mm), np.minimum(c, mm)
         t = arr["time"][m][:, None, None]
+        cross = arr["cross_core_bytes"][m][:, None, None]
         # A fixed cost cannot exceed the time of the regime's fastest layer.
         ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
-        best = (np.inf, 0, 0, 0, 0)
-        for b in _OVERLAP_GRID:
-            body = hi + b * lo + reo[m][:, None, None]
-            for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
-                # Ties (flat directions) resolve to the highest efficiencies.
-                loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
-                i, j = np.unravel_index(np.argmin(loss), loss.shape)
-                if loss[i, j] < best[0] - 1e-12:
-                    best = (loss[i, j], i, j, b, ov)
-        _, i, j, b, ov = best
-        params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov))
+        best = (np.inf, 0, 0, 0, 0, 0)
+        for x in _CROSS_GRID if cross.any() else _CROSS_GRID[:1]:
+            for b in _OVERLAP_GRID:
+                body = hi + b * lo + reo[m][:, None, None] + x * cross
+                for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
+                    # Ties (flat directions) resolve to the highest efficiencies.
+                    loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
+                    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+                    if loss[i, j] < best[0] - 1e-12:
+                        best = (loss[i, j], i, j, b, ov, x)
+        _, i, j, b, ov, x = best
+        params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
+                     float(x))
     return {"compute_efficiency": {r: p[0] for r, p in params.items()},
             "memory_efficiency": {r: p[1] for r, p in params.items()},
             "overlap": {r: p[2] for r, p in params.items()},
             "class_overhead": {r: p[3] for r, p in params.items()},
+            "cross_core_cost": {r: p[4] for r, p in params.items()},
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 
@@ -301,7 +309,7 @@ def measure_host(threads: int, progress: bool = False) -> Device:
         # large outputs oneDNN's convolutions write at batch 16 were predicted
         # up to 2x too slow (VGG-16's first layer writes 205 MB in 18 ms), and
         # held-out layers within ±20 % fell from 62 % to 56 %.
-        run_overhead=f["run_overhead"], dram_write_cost=1.0,
+        run_overhead=f["run_overhead"], dram_write_cost=1.0, threads=threads,
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))

@@ -151,6 +151,15 @@ class Device:
     run_overhead : float
         Fixed seconds per inference outside the layers (dispatch, binding the
         inputs, copying the outputs); added to the whole-model latency.
+    threads : int
+        Cores one inference is spread over (1 for the single-core presets).
+    cross_core_cost : mapping of regime to seconds per byte, optional
+        Extra time per activation byte read by a layer whose batch is
+        smaller than ``threads``: such a primitive splits single images
+        across cores in its own way, so much of its input sits in another
+        core's cache, written there by the previous primitive (on the
+        measured host, 2 threads ran batch-1 squeeze-excite scales and
+        poolings 2-4x *slower* than 1 thread). Default 0.
     description, source : str
         What the device is and where its figures come from.
     """
@@ -174,6 +183,8 @@ class Device:
     overlap: Mapping[str, float] = field(default_factory=dict)
     run_overhead: float = 0.0
     dram_write_cost: float = 1.0
+    threads: int = 1
+    cross_core_cost: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -190,6 +201,11 @@ class Device:
             object.__setattr__(self, f, _frozen(eff, REGIMES, f, lo=0.0, hi=1.0, lo_open=True))
         object.__setattr__(self, "overlap", _frozen(_with_parents(self.overlap), REGIMES,
                                                     "overlap", default=0.0, lo=0.0, hi=1.0))
+        object.__setattr__(self, "cross_core_cost", _frozen(
+            _with_parents(self.cross_core_cost), REGIMES, "cross_core_cost", default=0.0,
+            lo=0.0, hi=1e-6))
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValidationError(f"Device.threads must be a positive int, got {self.threads!r}")
         for f in ("dram_bandwidth", "cache_bandwidth"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
@@ -225,17 +241,20 @@ class Device:
         return self.class_overhead.get(regime, parent)
 
     def layer_latency(self, regime: str, compute: float, memory: float,
-                      reorder_bytes: float = 0.0) -> float:
+                      reorder_bytes: float = 0.0, cross_core_bytes: float = 0.0) -> float:
         """Seconds of one layer of ``regime`` from its compute and memory times.
 
         ``compute`` and ``memory`` are the roofline times at the regime's
         efficiencies; the shorter is partly exposed (``overlap``), the
-        regime's fixed cost is added, and a layout conversion of
-        ``reorder_bytes`` (read + written) in front of the layer if any.
+        regime's fixed cost is added, a layout conversion of
+        ``reorder_bytes`` (read + written) in front of the layer if any, and
+        ``cross_core_bytes`` read from other cores' caches (see
+        ``cross_core_cost``).
         """
         body = max(compute, memory) + self.overlap[regime] * min(compute, memory)
         reorder = self.reorder_time(reorder_bytes) if reorder_bytes else 0.0
-        return body + self.regime_overhead(regime) + reorder
+        cross = cross_core_bytes * self.cross_core_cost[regime]
+        return body + self.regime_overhead(regime) + reorder + cross
 
     def reorder_time(self, nbytes: float) -> float:
         """Seconds of a layout conversion that reads and writes ``nbytes`` in all."""
@@ -352,7 +371,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v15"
+_LIBRARY_KEY = "host-v16"
 
 
 def _user_cache_dir() -> Path:
@@ -390,7 +409,7 @@ _PRESETS: Dict[str, Device] = {
         # brief; Arm Cortex-A72 software optimization guide.)
         name="rpi4", peak_flops={"fp32": 48e9, "int8": 96e9},
         dram_bandwidth=12.8 * _GB, cache_bytes=1 * _MB, cache_bandwidth=48 * _GB,
-        overhead=10e-6, memory_efficiency=_ARM_MEMORY,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4,
         description="Raspberry Pi 4 (4× Cortex-A72 @ 1.5 GHz, LPDDR4-3200)",
         source="Raspberry Pi 4 product brief; Arm Cortex-A72 optimization guide"),
     "jetson-nano-cpu": Device(
@@ -399,7 +418,7 @@ _PRESETS: Dict[str, Device] = {
         # (NVIDIA Jetson Nano module data sheet DA-09366.)
         name="jetson-nano-cpu", peak_flops={"fp32": 45.8e9, "int8": 91.5e9},
         dram_bandwidth=25.6 * _GB, cache_bytes=2 * _MB, cache_bandwidth=45 * _GB,
-        overhead=10e-6, memory_efficiency=_ARM_MEMORY,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4,
         description="Jetson Nano CPU (4× Cortex-A57 @ 1.43 GHz, LPDDR4 25.6 GB/s)",
         source="NVIDIA Jetson Nano data sheet DA-09366"),
     "jetson-nano-gpu": Device(

@@ -200,7 +200,9 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     spec.memory_efficiency = [1.0] * len(OP_CLASSES)
     spec.overhead = 0.0
     costs = _core.estimate(counts, spec)
-    rows = [_row(layer, c, dev) for layer, c in zip(layers, costs)]
+    # With fewer images than threads, primitives split images across cores.
+    split = int(batch_size) < dev.threads
+    rows = [_row(layer, c, dev, split) for layer, c in zip(layers, costs)]
     sizes, birth, death = tensor_lifetimes(low, activation_precision)
     peak = _core.peak_live_bytes(sizes, birth, death)
     total = ModelCost(
@@ -215,7 +217,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     return CostReport(rows, dev, model.name, int(batch_size), total)
 
 
-def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
+def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
     intensity = ops / moved if moved else float("inf")
@@ -223,10 +225,11 @@ def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
     compute, memory = c.compute_time / ce, c.memory_time / me
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
+    cross = layer.input_bytes if split and layer.op != "Reorder" else 0
     if layer.op == "Reorder":   # a layout conversion alone (in front of a reshape)
         latency = reorder
     else:
-        latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes)
+        latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross)
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -241,6 +244,7 @@ def _row(layer: LayerCount, c, dev: Device) -> Dict[str, Any]:
         "time_bound": "memory" if memory > compute else "compute",
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
+        "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
