@@ -11,8 +11,12 @@ those networks are flagged "calibration" and the summary is also given over
 the held-out cases alone. The 1-minute load average before and after is
 recorded: timings on a busy machine are meaningless.
 
-Every case is measured in ``--passes`` passes through the whole list
-(default 4), minutes apart, and each layer and whole model is measured by its
+With ``--refresh`` the host is measured again and the validation passes run
+between Device.from_host()'s calibration passes (its procedure, through
+lpcv.cost._host.measure_host), so fit and validation see the same spells of
+the machine's speed; the layers are priced once the device is fitted
+(ValidationReport.repriced). Every case is measured in ``--passes`` passes
+through the whole list (default 4), minutes apart, and each layer and whole model is measured by its
 median over the passes (ValidationReport.combine): a shared machine's speed
 moves by 10-25 % for tens of seconds at a time, both ways, and only
 measurements spread over minutes average that out. Device.from_host() fits on
@@ -38,7 +42,7 @@ import numpy as np
 
 import lpcv
 from lpcv.cost import Device, ValidationReport, kendall_tau, profile, validate
-from lpcv.cost._host import CALIBRATION_MODELS
+from lpcv.cost._host import CALIBRATION_MODELS, measure_host
 from lpcv.cost._host import _calibration_model as _model
 
 
@@ -75,8 +79,6 @@ def main(argv=None) -> int:
         ap.error("--passes must be at least 1")
 
     load_before = os.getloadavg()
-    device = (Device.from_host(refresh=args.refresh, threads=args.threads, progress=True)
-              if args.device == "host" else Device.preset(args.device))
     names = args.models or (["resnet18", "mobilenet_v2"] if args.quick else
                             lpcv.zoo.architectures() + lpcv.zoo.reference_names())
     calibration = {m.partition("@")[0] for m, _ in CALIBRATION_MODELS}
@@ -84,18 +86,47 @@ def main(argv=None) -> int:
     for name in names:
         model = _model(name)
         for batch in args.batches:
-            macs = profile(model, device, batch).total.macs
+            # Operation counts do not depend on the device.
+            macs = profile(model, "x86-avx512-core", batch).total.macs
             plan.append((name, model, batch, int(np.clip(2e10 / max(macs, 1), 3, 30))))
     passes = {(name, batch): [] for name, _, batch, _ in plan}
     seconds = {key: 0.0 for key in passes}
-    for p in range(args.passes):
+    stand_in = Device.preset("x86-avx512-core")
+
+    def validation_pass(device):
+        p = len(next(iter(passes.values())))
         for name, model, batch, repeats in plan:
             t0 = time.perf_counter()
             v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
             seconds[name, batch] += time.perf_counter() - t0
             passes[name, batch].append(v)
-            print(f"pass {p + 1}/{args.passes} {name:22s} batch {batch:3d}: {v.summary()}",
-                  flush=True)
+            print(f"pass {p + 1}/{args.passes} {name:22s} batch {batch:3d}: "
+                  + (v.summary() if device is not stand_in else
+                     f"measured {v.measured_total * 1e3:.3f} ms (priced once fitted)"), flush=True)
+
+    if args.device == "host" and args.refresh:
+        # The validation passes run between the calibration passes, so the
+        # fit and the validation see the same spells of the machine's speed
+        # (a calibration made in one slow spell predicted every network
+        # 10-20 % too slow). Layers are measured first and priced once the
+        # device is fitted (ValidationReport.repriced).
+        calls = []
+
+        def between_calibration_passes():
+            calls.append(None)
+            if len(calls) > 1 and len(next(iter(passes.values()))) < args.passes:
+                validation_pass(stand_in)
+
+        device = measure_host(args.threads or os.cpu_count() or 1, progress=True,
+                              between_passes=between_calibration_passes)
+        for key, runs in passes.items():
+            model = next(m for n, m, b, _ in plan if (n, b) == key)
+            passes[key] = [v.repriced(model, device) for v in runs]
+    else:
+        device = (Device.from_host(refresh=args.refresh, threads=args.threads, progress=True)
+                  if args.device == "host" else Device.preset(args.device))
+    while len(next(iter(passes.values()))) < args.passes:
+        validation_pass(device)
 
     cases = []
     agree_layers, agree_models = [], []

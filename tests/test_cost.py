@@ -592,6 +592,48 @@ def test_calibration_keeps_each_layers_median_time_over_passes(monkeypatch):
         assert layers["l"] == pytest.approx((2e-3, 2e-4))
 
 
+def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypatch):
+    # bench/cost_fidelity.py runs its validation passes in this hook, so
+    # each must follow that pass's micro-benchmarks and precede its layers.
+    import lpcv.cost._host as host
+    events = []
+    figures = {"fp32": 1e11, "int8": 4e11, "dram": 2e10, "cache_bw": 5e10,
+               "overhead": 2e-6, "run_overhead": 5e-6}
+
+    def fake_figures(threads):
+        events.append("micro")
+        return figures
+
+    def fake_times(threads, passes, progress, between_passes):
+        for _ in range(passes):
+            between_passes()
+            events.append("layers")
+        return {}
+
+    monkeypatch.setattr(host, "host_figures", fake_figures)
+    monkeypatch.setattr(host, "calibration_times", fake_times)
+    monkeypatch.setattr(host, "fit_samples", lambda samples, bw: {})
+    dev = host.measure_host(threads=2, between_passes=lambda: events.append("hook"))
+    assert events == ["micro", "hook", "layers"] * host._CALIBRATION_PASSES
+    assert dev.threads == 2 and dev.peak_flops["fp32"] == 1e11
+
+
+def test_repriced_keeps_the_measurements_and_takes_the_new_predictions():
+    from lpcv.cost import ValidationReport, validate
+    m = _conv_model([(16, 3, 1), (16, 1, 1)], hw=16)
+    runs = [validate(m, "x86-avx512-core", batch_size=2, repeats=3) for _ in range(2)]
+    for v in runs + [ValidationReport.combine(runs)]:
+        other = v.repriced(m, "rpi4")
+        want = profile(m, "rpi4", 2)
+        assert [r["predicted_ms"] for r in other.rows] == [r["latency_ms"] for r in want.rows]
+        assert [r["measured_ms"] for r in other.rows] == [r["measured_ms"] for r in v.rows]
+        assert other.measured_total == v.measured_total
+        assert other.predicted_total == pytest.approx(want.total.latency)
+        assert other.batch_size == 2 and "rpi4" in other.title
+    with pytest.raises(ValidationError, match="model"):
+        runs[0].repriced(_conv_model([(16, 3, 1)], hw=16), "rpi4")
+
+
 def test_host_figures_keep_the_best_throughput_and_the_median_fixed_cost():
     from lpcv.cost._host import combine_figures
     runs = [{"fp32": 1e11, "dram": 2e10, "overhead": 3e-6},

@@ -38,13 +38,16 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   convolutions keep activations channels-last; a convolution whose input or
   residual operand comes in another layout, or a reshape of a non-plain
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
-  bandwidth); the whole model adds the device's per-inference overhead;
+  bandwidth) + input bytes · the regime's cross-core cost when the batch is
+  smaller than the device's threads (each primitive then splits single
+  images across cores its own way and reads much of its input from another
+  core's cache); the whole model adds the device's per-inference overhead;
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
   micro-benchmarks (fastest repeats; peaks and bandwidths the best of five
   measurements spread over the calibration, fixed costs their median) and
   fits the reorder cost on measured conversions, then each regime's
-  efficiencies, overlap and fixed cost (at most the time of the regime's
-  fastest layer) on the measured layers of networks that
+  efficiencies, overlap, fixed cost (at most the time of the regime's
+  fastest layer) and cross-core cost on the measured layers of networks that
   ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
   median repeat within a pass (a run takes each layer's typical time, not
   its fastest) and its median over five passes spread over two to three

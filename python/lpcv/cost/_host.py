@@ -281,7 +281,11 @@ def combine_figures(runs: List[Dict[str, float]]) -> Dict[str, float]:
                      else np.median([r[k] for r in runs])) for k in runs[0]}
 
 
-def measure_host(threads: int, progress: bool = False) -> Device:
+def measure_host(threads: int, progress: bool = False, between_passes=None) -> Device:
+    """The host's Device (see :meth:`Device.from_host`); ``between_passes``
+    is called before each calibration pass, after its micro-benchmarks
+    (``bench/cost_fidelity.py`` interleaves its validation passes there, so
+    fit and validation see the same spells of the machine's speed)."""
     from tqdm.auto import tqdm
 
     steps = tqdm(total=_CALIBRATION_PASSES * (1 + len(CALIBRATION_MODELS)),
@@ -294,6 +298,8 @@ def measure_host(threads: int, progress: bool = False) -> Device:
     def micro_benchmarks():
         runs.append(host_figures(threads))
         steps.update()
+        if between_passes is not None:
+            between_passes()
 
     # Efficiencies and fixed costs of each regime: fitted on the measured
     # layers of real networks (in their real context: cache state, layouts,

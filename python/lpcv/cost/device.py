@@ -328,11 +328,12 @@ class Device:
 
         Measures fp32 and int8 GEMM peaks, DRAM and cache streaming bandwidth
         (oneDNN reorders) and the fixed cost of a tiny primitive, then fits
-        each regime's compute and memory efficiency and fixed cost, and the
+        each regime's compute and memory efficiency, fixed cost and
+        cross-core cost (batches smaller than ``threads``), and the
         cost of a layout conversion, on the layers of real networks
         (``lpcv.cost._host.CALIBRATION_MODELS``, batch 1 and 16) timed by
         :meth:`lpcv.Session.profile`, in five passes with the
-        micro-benchmarks repeated before each. Takes two to three minutes;
+        micro-benchmarks repeated before each. Takes three to four minutes;
         keep the machine otherwise idle.
         The result is cached as JSON in the user cache directory
         (``$XDG_CACHE_HOME/lpcv`` or ``~/.cache/lpcv``), keyed by CPU model

@@ -45,9 +45,10 @@ class ValidationReport(Table):
         Rank correlation of predicted and measured layer times.
     """
 
-    def __init__(self, rows, title, tolerance, predicted_total, measured_total):
+    def __init__(self, rows, title, tolerance, predicted_total, measured_total, batch_size=None):
         super().__init__(rows, title=title)
         self.tolerance = tolerance
+        self.batch_size = batch_size
         errors = np.array([r["error"] for r in rows])
         self.layer_share_within = float(np.mean(np.abs(errors) <= tolerance)) if rows else float("nan")
         self.predicted_total = predicted_total
@@ -112,7 +113,43 @@ class ValidationReport(Table):
             rows.append({**row, "measured_ms": m,
                          "error": row["predicted_ms"] / m - 1 if m > 0 else float("inf")})
         return cls(rows, first.title, first.tolerance, first.predicted_total,
-                   float(reduce([rep.measured_total for rep in reports])))
+                   float(reduce([rep.measured_total for rep in reports])), first.batch_size)
+
+    def repriced(self, model: Model, device: Union[Device, str]) -> "ValidationReport":
+        """The same measurements against ``device``'s predictions.
+
+        Measuring takes minutes and predicting milliseconds, so several
+        devices (presets, fits made at other times) can be judged on one
+        measurement, or a measurement made before the device was fitted.
+
+        Parameters
+        ----------
+        model : Model
+            The model this report validated.
+        device : Device or str
+
+        Returns
+        -------
+        ValidationReport
+
+        Examples
+        --------
+        >>> import lpcv
+        >>> m = lpcv.zoo.reference("fmnist-lenet300")
+        >>> val = lpcv.cost.validate(m, "x86-avx512-core", repeats=3)
+        >>> other = val.repriced(m, "rpi4")
+        >>> other.measured_total == val.measured_total, other.predicted_total > val.predicted_total
+        (True, True)
+        """
+        if self.batch_size is None:
+            raise ValidationError("repriced needs a report made by validate or combine")
+        measured = {r["layer"]: r["measured_ms"] for r in self.rows}
+        report = _compare(model, profile(model, device, self.batch_size), measured,
+                          self.measured_total, self.tolerance)
+        if len(report.rows) != len(self.rows):
+            raise ValidationError(f"model: its layers do not match the report's "
+                                  f"({len(report.rows)} of {len(self.rows)} found)")
+        return report
 
     def summary(self) -> str:
         return (f"{self.layer_share_within:.0%} of {len(self.rows)} layers within "
@@ -168,6 +205,12 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
     sess = Session(model, batch_size=batch_size, threads=threads)
     measured = {r["node"]: r["time_ms"] for r in sess.profile(repeats=2 * repeats).rows}
     whole = sess.benchmark(runs=3 * max(3, repeats), warmup=2).median
+    return _compare(model, rep, measured, whole, tolerance)
+
+
+def _compare(model: Model, rep, measured, whole: float, tolerance: float) -> ValidationReport:
+    """A report from a cost profile and the measured layer times (ms) and
+    whole-model time (s)."""
     rows = []
     for r in rep.rows:
         m = measured.get(r["layer"])
@@ -177,4 +220,5 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
                      "predicted_ms": r["latency_ms"], "measured_ms": m,
                      "error": r["latency_ms"] / m - 1 if m > 0 else float("inf")})
     return ValidationReport(rows, f"{model.name}: predicted vs measured on {rep.device.name} "
-                                  f"(batch {batch_size})", tolerance, rep.total.latency, whole)
+                                  f"(batch {rep.batch_size})", tolerance, rep.total.latency, whole,
+                            rep.batch_size)
