@@ -16,10 +16,10 @@ between Device.from_host()'s calibration passes (its procedure, through
 lpcv.cost._host.measure_host), so fit and validation see the same spells of
 the machine's speed; the layers are priced once the device is fitted
 (ValidationReport.repriced). Every case is measured in ``--passes`` passes
-through the whole list (default 4), minutes apart, and each layer and whole model is measured by its
-median over the passes (ValidationReport.combine): a shared machine's speed
-moves by 10-25 % for tens of seconds at a time, both ways, and only
-measurements spread over minutes average that out. Device.from_host() fits on
+through the whole list (default 4), minutes apart, and each layer and whole
+model is measured by its median over the passes (ValidationReport.combine): a
+shared machine's speed moves by 10-25 % for tens of seconds at a time, both
+ways, and only measurements spread over minutes average that out. Device.from_host() fits on
 the same statistic (median over passes through its calibration networks).
 ``summary.measurement_vs_itself`` gives how well each pass agrees with the
 median of the other passes (same shares: layers within ±20 %, models within
@@ -82,19 +82,23 @@ def main(argv=None) -> int:
     names = args.models or (["resnet18", "mobilenet_v2"] if args.quick else
                             lpcv.zoo.architectures() + lpcv.zoo.reference_names())
     calibration = {m.partition("@")[0] for m, _ in CALIBRATION_MODELS}
+    # Prices the passes measured before the host is fitted; operation counts
+    # (the repeats below) do not depend on the device.
+    stand_in = Device.preset("x86-avx512-core")
     plan = []
     for name in names:
         model = _model(name)
         for batch in args.batches:
-            # Operation counts do not depend on the device.
-            macs = profile(model, "x86-avx512-core", batch).total.macs
+            macs = profile(model, stand_in, batch).total.macs
             plan.append((name, model, batch, int(np.clip(2e10 / max(macs, 1), 3, 30))))
     passes = {(name, batch): [] for name, _, batch, _ in plan}
     seconds = {key: 0.0 for key in passes}
-    stand_in = Device.preset("x86-avx512-core")
+
+    def passes_done():
+        return len(passes[plan[0][0], plan[0][2]])
 
     def validation_pass(device):
-        p = len(next(iter(passes.values())))
+        p = passes_done()
         for name, model, batch, repeats in plan:
             t0 = time.perf_counter()
             v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
@@ -113,19 +117,19 @@ def main(argv=None) -> int:
         calls = []
 
         def between_calibration_passes():
+            # From the second calibration pass on: one validation pass each.
             calls.append(None)
-            if len(calls) > 1 and len(next(iter(passes.values()))) < args.passes:
+            if len(calls) > 1 and passes_done() < args.passes:
                 validation_pass(stand_in)
 
         device = measure_host(args.threads or os.cpu_count() or 1, progress=True,
                               between_passes=between_calibration_passes)
-        for key, runs in passes.items():
-            model = next(m for n, m, b, _ in plan if (n, b) == key)
-            passes[key] = [v.repriced(model, device) for v in runs]
+        for name, model, batch, _ in plan:
+            passes[name, batch] = [v.repriced(model, device) for v in passes[name, batch]]
     else:
         device = (Device.from_host(refresh=args.refresh, threads=args.threads, progress=True)
                   if args.device == "host" else Device.preset(args.device))
-    while len(next(iter(passes.values()))) < args.passes:
+    while passes_done() < args.passes:
         validation_pass(device)
 
     cases = []
