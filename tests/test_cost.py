@@ -496,6 +496,58 @@ def test_device_rejects_bad_cross_core_figures(bad):
         Device.preset("rpi4").replace(**bad)
 
 
+def test_compute_is_priced_on_padded_vector_lanes():
+    # Oracle: hand counts. On 16 lanes a 6-channel convolution executes the
+    # multiply-adds of a 16-channel one, a 24-channel depthwise one those of
+    # 32 channels and a 10-feature matrix product those of 16 features; the
+    # MAC column keeps the useful ones.
+    rng = np.random.default_rng(0)
+    x = ValueInfo("x", (1, 3, 8, 8))
+    nodes = [Node("Conv", "c6", ["x", "w6"], ["y6"], {"pads": [1] * 4}),
+             Node("Conv", "c24", ["y6", "w24"], ["y24"], {"pads": [1] * 4}),
+             Node("Conv", "dw", ["y24", "wd"], ["yd"], {"pads": [1] * 4, "group": 24}),
+             Node("Flatten", "flat", ["yd"], ["f"]),
+             Node("Gemm", "fc", ["f", "wf"], ["out"], {"transB": 1})]
+    inits = {"w6": rng.standard_normal((6, 3, 3, 3)), "w24": rng.standard_normal((24, 6, 3, 3)),
+             "wd": rng.standard_normal((24, 1, 3, 3)), "wf": rng.standard_normal((10, 24 * 64))}
+    m = Model(nodes, [x], [ValueInfo("out", ())],
+              {k: v.astype(np.float32) for k, v in inits.items()})
+    scalar = Device.preset("x86-avx512-core").replace(vector_lanes=1)
+    plain, padded = profile(m, scalar), profile(m, scalar.replace(vector_lanes=16))
+    want = {"c6": 6 / 16, "c24": 24 / 32, "dw": 24 / 32, "fc": 10 / 16}
+    for a, b in zip(plain.rows, padded.rows):
+        name = next((k for k in want if k == b["layer"].split("+")[0]), None)
+        use = want.get(name, 1.0)
+        assert a["lane_use"] == 1.0 and b["lane_use"] == pytest.approx(use)
+        assert b["macs"] == a["macs"]
+        assert b["compute_ms"] == pytest.approx(a["compute_ms"] / use)
+    assert set(want) <= {r["layer"].split("+")[0] for r in padded.rows}
+    # A 16-channel convolution fills its vectors: no extra work.
+    full = _conv_model([(16, 3, 1)], hw=8)
+    assert profile(full, scalar.replace(vector_lanes=16)).rows[0]["compute_ms"] == pytest.approx(
+        profile(full, scalar).rows[0]["compute_ms"])
+
+
+@pytest.mark.parametrize("flags, lanes", [("fpu sse2 avx avx2 fma avx512f avx512bw", 16),
+                                          ("fpu sse2 avx avx2 fma", 8), ("fpu sse2", 4),
+                                          ("", 1)])
+def test_host_vector_lanes_come_from_the_cpu_flags(tmp_path, flags, lanes):
+    from lpcv.cost._host import _vector_lanes
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert _vector_lanes(str(info)) == lanes
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n")
+    assert _vector_lanes(str(arm)) == 4
+    assert _vector_lanes(str(tmp_path / "missing")) == 1
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True, 65, "16"])
+def test_device_rejects_bad_vector_lanes(bad):
+    with pytest.raises(ValidationError, match="vector_lanes"):
+        Device.preset("rpi4").replace(vector_lanes=bad)
+
+
 def test_validate_reports_consistent_errors():
     from lpcv.cost import validate
     m = _conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)], hw=16)

@@ -59,6 +59,7 @@ class LayerCount:
     weight_reads: int = 1     # times the weights are streamed (see count_layers)
     compute_macs: int = 0     # MACs on real input (padding taps skipped): what the kernel runs
     weight_traffic: int = 0   # weight bytes the kernel reads (taps never on input are skipped)
+    lane_channels: int = 0    # channels the kernel spreads over vector lanes (0: none)
 
 
 def lower(model: Model, batch_size: int):
@@ -114,6 +115,9 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             tap_share = used_taps / int(np.prod(w[2:], dtype=np.int64))
             cin = infos[in_names[0]].shape[1]
             layer.op_class = "depthwise" if group > 1 and cin // group == 1 else "conv"
+            # Vectors run along output channels (of a group); a depthwise
+            # convolution's groups are its channels.
+            layer.lane_channels = int(y[1] if layer.op_class == "depthwise" else y[1] // group)
             if layer.op_class == "conv" and all(int(k) == 1 for k in w[2:]):
                 layer.regime = "conv1x1"
             layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
@@ -129,6 +133,7 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             k = a[-1] if not (op == "Gemm" and attrs.get("transA")) else a[0]
             layer.macs = int(np.prod(y, dtype=np.int64) * k)
             layer.op_class = "gemm"
+            layer.lane_channels = int(y[-1])   # output features
             layer.other_ops = out_elems * (n_post + (1 if len(in_names) > 2 else 0))
         elif op == "Pool":
             layer.op_class = "pool"

@@ -34,6 +34,24 @@ def _cache_bytes(threads: int) -> float:
     return (per_core or float(_MB)) * threads
 
 
+def _vector_lanes(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """fp32 lanes of this CPU's widest vectors oneDNN uses, from its flags:
+    16 with AVX-512, 8 with AVX/AVX2, 4 with SSE or NEON (1 if unknown)."""
+    flags = set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.split(":", 1)[0].strip() in ("flags", "Features"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    if "avx512f" in flags:
+        return 16
+    if "avx" in flags:
+        return 8
+    return 4 if flags & {"sse2", "asimd", "neon"} else 1
+
+
 #: Networks whose layers calibrate the efficiencies, with batch sizes. They
 #: are kept apart from the networks ``bench/cost_fidelity.py`` validates on
 #: (resnet18, mobilenet_v2 and the Fashion-MNIST reference models), so the
@@ -316,6 +334,7 @@ def measure_host(threads: int, progress: bool = False, between_passes=None) -> D
         # up to 2x too slow (VGG-16's first layer writes 205 MB in 18 ms), and
         # held-out layers within ±20 % fell from 62 % to 56 %.
         run_overhead=f["run_overhead"], dram_write_cost=1.0, threads=threads,
+        vector_lanes=_vector_lanes(),
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))

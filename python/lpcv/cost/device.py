@@ -160,6 +160,13 @@ class Device:
         core's cache, written there by the previous primitive (on the
         measured host, 2 threads ran batch-1 squeeze-excite scales and
         poolings 2-4x *slower* than 1 thread). Default 0.
+    vector_lanes : int
+        fp32 lanes of one vector register (16 for AVX-512, 8 for AVX2, 4
+        for NEON; 1, the default, prices no vectors). Kernels spread a
+        layer's channels over the lanes (output channels of a convolution,
+        every channel of a depthwise one, output features of a matrix
+        product) and pad the last vector, so a 6-channel convolution runs
+        as many multiply-adds as a 16-channel one on AVX-512.
     description, source : str
         What the device is and where its figures come from.
     """
@@ -185,6 +192,7 @@ class Device:
     dram_write_cost: float = 1.0
     threads: int = 1
     cross_core_cost: Mapping[str, float] = field(default_factory=dict)
+    vector_lanes: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -206,6 +214,9 @@ class Device:
             lo=0.0, hi=1e-6))
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise ValidationError(f"Device.threads must be a positive int, got {self.threads!r}")
+        lanes = self.vector_lanes
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64:
+            raise ValidationError(f"Device.vector_lanes must be an int in [1, 64], got {lanes!r}")
         for f in ("dram_bandwidth", "cache_bandwidth"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
@@ -372,7 +383,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v16"
+_LIBRARY_KEY = "host-v17"
 
 
 def _user_cache_dir() -> Path:
@@ -410,7 +421,7 @@ _PRESETS: Dict[str, Device] = {
         # brief; Arm Cortex-A72 software optimization guide.)
         name="rpi4", peak_flops={"fp32": 48e9, "int8": 96e9},
         dram_bandwidth=12.8 * _GB, cache_bytes=1 * _MB, cache_bandwidth=48 * _GB,
-        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4, vector_lanes=4,
         description="Raspberry Pi 4 (4× Cortex-A72 @ 1.5 GHz, LPDDR4-3200)",
         source="Raspberry Pi 4 product brief; Arm Cortex-A72 optimization guide"),
     "jetson-nano-cpu": Device(
@@ -419,13 +430,14 @@ _PRESETS: Dict[str, Device] = {
         # (NVIDIA Jetson Nano module data sheet DA-09366.)
         name="jetson-nano-cpu", peak_flops={"fp32": 45.8e9, "int8": 91.5e9},
         dram_bandwidth=25.6 * _GB, cache_bytes=2 * _MB, cache_bandwidth=45 * _GB,
-        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4,
+        overhead=10e-6, memory_efficiency=_ARM_MEMORY, threads=4, vector_lanes=4,
         description="Jetson Nano CPU (4× Cortex-A57 @ 1.43 GHz, LPDDR4 25.6 GB/s)",
         source="NVIDIA Jetson Nano data sheet DA-09366"),
     "jetson-nano-gpu": Device(
         # Jetson Nano GPU: 128 Maxwell CUDA cores @ 921 MHz: 236 GFLOP/s fp32,
         # 472 GFLOP/s fp16; no int8 dot product on sm_53. Shares the 25.6 GB/s
-        # LPDDR4; 256 KB L2; ~20 µs per kernel launch.
+        # LPDDR4; 256 KB L2; ~20 µs per kernel launch. Its threads share out
+        # output positions, not channels: no lane padding (vector_lanes 1).
         name="jetson-nano-gpu", peak_flops={"fp32": 236e9, "fp16": 472e9},
         dram_bandwidth=25.6 * _GB, cache_bytes=256 * 1024, cache_bandwidth=100 * _GB,
         overhead=20e-6, memory_efficiency=_ARM_MEMORY,
@@ -439,7 +451,7 @@ _PRESETS: Dict[str, Device] = {
         name="phone-big-core", peak_flops={"fp32": 45.4e9, "fp16": 90.9e9, "int8": 181.8e9},
         dram_bandwidth=34.1 * _GB, cache_bytes=2.5 * _MB, cache_bandwidth=90 * _GB,
         overhead=3e-6,
-        memory_efficiency={k: 0.5 for k in _ARM_MEMORY},
+        memory_efficiency={k: 0.5 for k in _ARM_MEMORY}, vector_lanes=4,
         description="Phone big core (Cortex-A76 @ 2.84 GHz, LPDDR4X 34.1 GB/s)",
         source="Qualcomm Snapdragon 855 product brief; Arm Cortex-A76 optimization guide"),
     "x86-avx512-core": Device(
@@ -449,7 +461,7 @@ _PRESETS: Dict[str, Device] = {
         name="x86-avx512-core",
         peak_flops={"fp32": 128e9, "bf16": 128e9, "int8": 512e9},
         dram_bandwidth=12 * _GB, cache_bytes=2.375 * _MB, cache_bandwidth=100 * _GB,
-        overhead=1.5e-6,
+        overhead=1.5e-6, vector_lanes=16,
         description="x86 server core (Xeon Cascade Lake, AVX-512 VNNI @ 2.0 GHz)",
         source="Intel Xeon Scalable (2nd gen) specification; Intel optimization manual"),
 }

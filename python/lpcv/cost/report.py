@@ -62,7 +62,8 @@ class CostReport(Table):
     ``nodes``, ``op``, ``op_class``, ``precision``, ``macs``, ``flops``
     (= 2·MACs), ``other_ops``, ``params``, ``weight_bytes``, ``input_bytes``,
     ``output_bytes``, ``bytes``, ``dram_bytes``, ``intensity`` (operations
-    per byte moved), ``bound`` (the classic roofline label: below the ridge
+    per byte moved), ``lane_use`` (share of the device's vector lanes the
+    layer's channels fill; compute is priced on the padded vectors), ``bound`` (the classic roofline label: below the ridge
     point with DRAM bandwidth is ``memory``), ``time_bound`` (which term
     dominates the predicted latency once cache hits are counted), ``compute_ms``, ``memory_ms``, ``latency_ms``,
     ``energy_uj``, ``advice``, ``output_shape``.
@@ -186,7 +187,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
             <= dev.cache_bytes * _REUSE_SHARE for t in data_in)
         counts.append(_core.LayerCounts(
             OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision),
-            float(layer.compute_macs),
+            float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes),
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
             float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2,
             float(layer.weight_reads)))
@@ -217,6 +218,15 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     return CostReport(rows, dev, model.name, int(batch_size), total)
 
 
+def _lane_use(channels: int, lanes: int) -> float:
+    """Share of vector lanes doing useful work when a kernel spreads
+    ``channels`` over vectors of ``lanes`` (the last vector is padded: 6
+    channels fill 0.375 of a 16-lane vector)."""
+    if channels <= 0 or lanes <= 1:
+        return 1.0
+    return channels / (-(-channels // lanes) * lanes)
+
+
 def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
@@ -241,6 +251,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "params": layer.params, "weight_bytes": layer.weight_bytes,
         "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes, "bytes": moved,
         "dram_bytes": c.dram_bytes, "intensity": intensity, "bound": bound,
+        "lane_use": _lane_use(layer.lane_channels, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
