@@ -29,8 +29,12 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for
   one; with a convolution's MACs counted on real input only: kernels
-  skip the taps that fall on padding, a large share on small maps (the MACs
-  column keeps the conventional count); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
+  skip the taps that fall on padding, a large share on small maps, and
+  on the device's padded vectors: kernels spread output channels (every
+  channel of a depthwise convolution, the output features of a matrix
+  product) over ``Device.vector_lanes`` lanes and pad the last vector, so 6
+  channels cost 16 on AVX-512 (``lane_use``; the MACs column keeps the
+  conventional count); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
   bandwidth) / memory efficiency of the regime; latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
@@ -52,7 +56,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   median repeat within a pass (a run takes each layer's typical time, not
   its fastest) and its median over five passes spread over two to three
   minutes;
-* energy = MACs · energy per MAC (precision) + other operations · half that
+* energy = MACs executed (padding taps skipped, padded lanes counted) ·
+  energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
 
 Examples
