@@ -59,13 +59,14 @@ class CostReport(Table):
     """Per-layer costs on a device, with whole-model totals.
 
     Rows are the layers the runtime executes (fused ops). Columns: ``layer``,
-    ``nodes``, ``op``, ``op_class``, ``precision``, ``macs``, ``flops``
-    (= 2·MACs), ``other_ops``, ``params``, ``weight_bytes``, ``input_bytes``,
-    ``output_bytes``, ``bytes``, ``dram_bytes``, ``intensity`` (operations
-    per byte moved), ``lane_use`` (share of the device's vector lanes the
-    layer's channels fill; compute is priced on the padded vectors), ``bound`` (the classic roofline label: below the ridge
-    point with DRAM bandwidth is ``memory``), ``time_bound`` (which term
-    dominates the predicted latency once cache hits are counted), ``compute_ms``, ``memory_ms``, ``latency_ms``,
+    ``nodes``, ``op``, ``op_class``, ``precision``, ``macs``, ``flops`` (=
+    2·MACs), ``other_ops``, ``params``, ``weight_bytes``, ``input_bytes``,
+    ``output_bytes``, ``bytes``, ``dram_bytes``, ``intensity`` (operations per
+    byte moved), ``lane_use`` (share of the device's vector lanes the layer's
+    channels fill; compute is priced on the padded vectors), ``bound`` (the
+    classic roofline label: below the ridge point with DRAM bandwidth is
+    ``memory``), ``time_bound`` (which term dominates the predicted latency once
+    cache hits are counted), ``compute_ms``, ``memory_ms``, ``latency_ms``,
     ``energy_uj``, ``advice``, ``output_shape``.
     """
 
