@@ -110,8 +110,7 @@ class ValidationReport(Table):
         rows = []
         for i, row in enumerate(first.rows):
             m = float(reduce([rep.rows[i]["measured_ms"] for rep in reports]))
-            rows.append({**row, "measured_ms": m,
-                         "error": row["predicted_ms"] / m - 1 if m > 0 else float("inf")})
+            rows.append({**row, "measured_ms": m, "error": _relative_error(row["predicted_ms"], m)})
         return cls(rows, first.title, first.tolerance, first.predicted_total,
                    float(reduce([rep.measured_total for rep in reports])), first.batch_size)
 
@@ -208,6 +207,11 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
     return _compare(model, rep, measured, whole, tolerance)
 
 
+def _relative_error(predicted: float, measured: float) -> float:
+    """predicted / measured − 1 (infinite when nothing was measured)."""
+    return predicted / measured - 1 if measured > 0 else float("inf")
+
+
 def _compare(model: Model, rep, measured, whole: float, tolerance: float) -> ValidationReport:
     """A report from a cost profile and the measured layer times (ms) and
     whole-model time (s)."""
@@ -218,7 +222,7 @@ def _compare(model: Model, rep, measured, whole: float, tolerance: float) -> Val
             continue
         rows.append({"layer": r["layer"], "op_class": r["op_class"], "bound": r["bound"],
                      "predicted_ms": r["latency_ms"], "measured_ms": m,
-                     "error": r["latency_ms"] / m - 1 if m > 0 else float("inf")})
+                     "error": _relative_error(r["latency_ms"], m)})
     return ValidationReport(rows, f"{model.name}: predicted vs measured on {rep.device.name} "
                                   f"(batch {rep.batch_size})", tolerance, rep.total.latency, whole,
                             rep.batch_size)
