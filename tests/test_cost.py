@@ -561,36 +561,55 @@ def test_validate_reports_consistent_errors():
     assert v.model_error == pytest.approx(v.predicted_total / v.measured_total - 1)
 
 
-def test_validate_times_layers_and_whole_model_by_their_median(monkeypatch):
+def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch):
     # A run takes each layer's typical time, so both sides of the comparison
-    # are medians: a stand-in session whose fastest repeats are half the
-    # median ones shows which statistic validate reads.
+    # are medians over rounds, and each round times the layers and then the
+    # whole model so both see the same machine speed. A stand-in session
+    # records the order of the calls and returns times that change with the
+    # round (round k: layers 1 + k ms, whole model 10 + k ms).
     import lpcv.runtime as runtime
     from lpcv._report import Table
     from lpcv.cost import validate
     m = _conv_model([(16, 3, 1), (32, 1, 1)], hw=16)
     layers = [r["layer"] for r in profile(m, "x86-avx512-core").rows]
-    asked = {}
+    calls = []
+    feeds = {"x": np.zeros((1, 3, 16, 16), np.float32)}
 
     class StandIn:
         def __init__(self, model, batch_size, threads):
             pass
 
-        def profile(self, repeats):
-            asked["profile"] = repeats
-            return Table([{"node": n, "time_ms": 2.0 + i, "min_ms": 1.0 + i / 2}
+        def _default_feeds(self, given):
+            return feeds
+
+        def profile(self, repeats, warmup, feeds):
+            assert repeats == 1 and feeds is StandIn.feeds
+            calls.append("profile")
+            k = calls.count("profile")
+            return Table([{"node": n, "time_ms": 1.0 + k + i, "min_ms": 0.5}
                           for i, n in enumerate(layers)])
 
-        def benchmark(self, runs, warmup):
-            asked["benchmark"] = runs
-            return runtime.Timing(mean=9e-3, median=8e-3, min=4e-3, max=20e-3, std=1e-3,
-                                  p90=12e-3, runs=runs, batch_size=1, threads=None)
+        def benchmark(self, runs, warmup, feeds):
+            assert runs == 1 and feeds is StandIn.feeds
+            calls.append("benchmark")
+            t = (10.0 + calls.count("benchmark")) * 1e-3
+            return runtime.Timing(mean=t, median=t, min=t, max=t, std=0.0, p90=t, runs=runs,
+                                  batch_size=1, threads=None)
 
+    StandIn.feeds = feeds
     monkeypatch.setattr(runtime, "Session", StandIn)
-    v = validate(m, "x86-avx512-core", repeats=4)
-    assert [r["measured_ms"] for r in v.rows] == [2.0 + i for i in range(len(layers))]
-    assert v.measured_total == 8e-3
-    assert asked == {"profile": 8, "benchmark": 12}
+    v = validate(m, "x86-avx512-core", repeats=2)
+    assert calls == ["profile", "benchmark"] * 4
+    # Rounds 1..4: the median of 1+k is 3.5.
+    assert [r["measured_ms"] for r in v.rows] == [3.5 + i for i in range(len(layers))]
+    assert v.measured_total == pytest.approx(12.5e-3)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
+def test_validate_rejects_bad_repeats(bad):
+    from lpcv.cost import validate
+    with pytest.raises(ValidationError, match="repeats"):
+        validate(_conv_model([(8, 3, 1)], hw=8), "x86-avx512-core", repeats=bad)
 
 
 def test_combined_validations_take_each_layers_median_or_fastest_time():
