@@ -271,7 +271,9 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         # Non-MAC operations take an FMA's issue slot for one operation.
         ops = 2 * r["macs"] * on_input + 2 * r["other_ops"]
         assert q["compute_ms"] == pytest.approx(ops / dev.peak() * 1e3)
-        c, mem = q["compute_ms"] / ce, q["memory_ms"] / me
+        # The efficiency scales the DRAM part of the memory time only.
+        assert r["dram_ms"] == pytest.approx(q["dram_ms"] / me)
+        c, mem = q["compute_ms"] / ce, q["dram_ms"] / me + (q["memory_ms"] - q["dram_ms"])
         expect = max(c, mem) + dev.overlap[r["regime"]] * min(c, mem) + (ov + reo) * 1e3
         assert r["latency_ms"] == pytest.approx(expect)
     assert dev.overlap["conv1x1"] == 0.3                  # conv1x1 defaults to conv
@@ -284,7 +286,8 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
 def test_dram_writes_cost_more_than_reads():
     # A 1x1 convolution reading its 1 MB input from DRAM (the model input),
     # weights from cache, writing a 4 MB output that spills to DRAM:
-    # memory time = (reads + write_cost * writes) / DRAM bw + cached / cache bw.
+    # memory time = (reads + write_cost * writes) / (DRAM bw * efficiency)
+    # + cached / cache bw.
     m = _conv_model([(64, 1, 1)], hw=128, cin=16)
     dev = Device.preset("rpi4").replace(cache_bytes=2.5 * 2 ** 20)
     one, two = (profile(m, dev.replace(dram_write_cost=w)).rows[0] for w in (1.0, 2.0))
@@ -292,8 +295,9 @@ def test_dram_writes_cost_more_than_reads():
     assert one["dram_bytes"] == two["dram_bytes"] == reads + writes
     me = dev.memory_efficiency["conv1x1"]
     for row, w in ((one, 1), (two, 2)):
-        expect = (reads + w * writes) / dev.dram_bandwidth + cached / dev.cache_bandwidth
-        assert row["memory_ms"] == pytest.approx(expect / me * 1e3)
+        dram = (reads + w * writes) / dev.dram_bandwidth / me
+        assert row["dram_ms"] == pytest.approx(dram * 1e3)
+        assert row["memory_ms"] == pytest.approx((dram + cached / dev.cache_bandwidth) * 1e3)
     with pytest.raises(ValidationError, match="dram_write_cost"):
         dev.replace(dram_write_cost=0.5)
 
@@ -321,21 +325,22 @@ def test_single_position_convs_stream_weights_per_image(cin, cout):
     if wb <= dev.cache_bytes / 2:
         assert many["dram_bytes"] == one["dram_bytes"] == 0
         expect = (8 * wb + acts) / dev.cache_bandwidth
+        assert many["dram_ms"] == 0
     else:
         # One image: an ordinary layer, the small input re-read per extra tile.
         tiles = np.ceil((wb + one["input_bytes"]) / dev.cache_bytes)
         assert one["dram_bytes"] == wb + (tiles - 1) * one["input_bytes"]
         assert many["dram_bytes"] == 8 * wb
-        expect = 8 * wb / dev.dram_bandwidth + acts / dev.cache_bandwidth
-    assert many["memory_ms"] == pytest.approx(expect / me * 1e3)
+        expect = 8 * wb / dev.dram_bandwidth / me + acts / dev.cache_bandwidth
+    assert many["memory_ms"] == pytest.approx(expect * 1e3)
     # A convolution with spatial work reads its weights once, whatever the batch.
     chain = _conv_model([(16, 1, 1)], hw=8, cin=64)
     chain = chain.with_changes(inputs=[ValueInfo("x", (8, 64, 8, 8))])
     row = profile(chain, dev, 8).rows[0]
     assert row["dram_bytes"] == row["input_bytes"]        # the model input
-    expect = row["input_bytes"] / dev.dram_bandwidth + (
+    expect = row["input_bytes"] / dev.dram_bandwidth / me + (
         row["weight_bytes"] + row["output_bytes"]) / dev.cache_bandwidth
-    assert row["memory_ms"] == pytest.approx(expect / me * 1e3)
+    assert row["memory_ms"] == pytest.approx(expect * 1e3)
 
 
 @pytest.mark.parametrize("size,k,stride,pad,dil", [
@@ -403,7 +408,9 @@ def test_concat_is_its_own_regime_with_data_figures_by_default():
     inits = {f"w{i}": rng.standard_normal((8, 3, 1, 1)).astype(np.float32) for i in (0, 1)}
     nodes = [Node("Conv", "a", ["x", "w0"], ["ya"]), Node("Conv", "b", ["x", "w1"], ["yb"]),
              Node("Concat", "cat", ["ya", "yb"], ["y"], {"axis": 1})]
-    m = Model(nodes, [ValueInfo("x", (1, 3, 16, 16))], [ValueInfo("y", ())], inits)
+    # 128×128 maps: the concatenation's 1 MB output spills to DRAM, where
+    # the memory efficiency applies.
+    m = Model(nodes, [ValueInfo("x", (1, 3, 128, 128))], [ValueInfo("y", ())], inits)
     dev = Device.preset("rpi4").replace(memory_efficiency={"data": 0.5},
                                         class_overhead={"data": 4e-6}, overlap={"data": 0.2})
     row = {r["layer"]: r for r in profile(m, dev).rows}["cat"]
@@ -413,9 +420,10 @@ def test_concat_is_its_own_regime_with_data_figures_by_default():
     own = dev.replace(memory_efficiency={"data": 0.5, "concat": 0.25},
                       class_overhead={"data": 4e-6, "concat": 9e-6})
     row2 = {r["layer"]: r for r in profile(m, own).rows}["cat"]
-    assert row2["memory_ms"] == pytest.approx(2 * row["memory_ms"])
+    assert row["dram_ms"] > 0.5 * row["memory_ms"]
+    assert row2["dram_ms"] == pytest.approx(2 * row["dram_ms"])
     assert row2["latency_ms"] - row["latency_ms"] == pytest.approx(
-        row["memory_ms"] + (9e-6 - 4e-6) * 1e3)
+        row["dram_ms"] + (9e-6 - 4e-6) * 1e3)
 
 
 @pytest.mark.parametrize("act, per_element", [("Relu", 1), ("HardSwish", 1), ("Sigmoid", 40),
@@ -447,9 +455,13 @@ def test_host_fit_recovers_known_parameters():
             reorder = (6e-6 + rb / 2e10) if rb else 0.0
             # Half the layers at batch 1 (split across cores), half at 16.
             cross = float(10.0 ** rng.uniform(4, 7)) if k % 2 else 0.0
-            hi, lo = max(c / ce, m / me), min(c / ce, m / me)
-            samples.append({"regime": regime, "compute": c, "memory": m, "reorder_bytes": rb,
-                            "cross_core_bytes": cross,
+            # A share of the memory time is DRAM traffic, which alone the
+            # efficiency scales; the rest is cached.
+            dram = m * rng.choice([0.0, 0.5, 1.0])
+            mem = dram / me + (m - dram)
+            hi, lo = max(c / ce, mem), min(c / ce, mem)
+            samples.append({"regime": regime, "compute": c, "memory": m, "dram": dram,
+                            "reorder_bytes": rb, "cross_core_bytes": cross,
                             "time": hi + beta * lo + ov + reorder + x * cross,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
     fit = fit_samples(samples, cache_bandwidth=5e10)
@@ -464,7 +476,7 @@ def test_host_fit_recovers_known_parameters():
     dev = Device.preset("rpi4").replace(**fit)
     for s in (samples[60], samples[61]):   # depthwise at batch 16, then at batch 1
         c = s["compute"] / fit["compute_efficiency"]["depthwise"]
-        m = s["memory"] / fit["memory_efficiency"]["depthwise"]
+        m = s["dram"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["dram"]
         assert dev.layer_latency("depthwise", c, m, s["reorder_bytes"], s["cross_core_bytes"]) \
             == pytest.approx(s["time"], rel=0.1)
 

@@ -34,8 +34,11 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   channel of a depthwise convolution, the output features of a matrix
   product) over ``Device.vector_lanes`` lanes and pad the last vector, so 6
   channels cost 16 on AVX-512 (``lane_use``; the MACs column keeps the
-  conventional count); memory time = (DRAM bytes / DRAM bandwidth + cached bytes / cache
-  bandwidth) / memory efficiency of the regime; latency = max(compute,
+  conventional count); memory time = DRAM bytes / (DRAM bandwidth · memory
+  efficiency of the regime) + cached bytes / cache bandwidth (the efficiency
+  is the share of DRAM bandwidth a regime's kernels stream at; the cache
+  bandwidth is measured directly, and a matrix-vector product reads
+  cache-resident weights at that rate); latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
   fixed per-primitive cost + predicted layout conversions (the runtime's

@@ -112,7 +112,8 @@ def layer_samples(model: Model, batch: int, base: Device,
     """Raw roofline terms of every layer of ``model`` with its measured times.
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
-    efficiency 1 (seconds), ``reorder_bytes`` the predicted layout
+    efficiency 1 (seconds), ``dram`` the part of ``memory`` that is DRAM
+    traffic (the memory efficiency scales only that part), ``reorder_bytes`` the predicted layout
     conversions, ``cross_core_bytes`` the input read from other cores'
     caches; ``time`` and ``reorder_time`` come from ``times`` (see
     :func:`layer_times`).
@@ -125,6 +126,7 @@ def layer_samples(model: Model, batch: int, base: Device,
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
+             "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
@@ -187,8 +189,9 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     """Fit the cost of layout conversions, then each regime's figures.
 
     Conversions: ``o_reorder + bytes / B_reorder``, fitted on the measured
-    conversion times. A layer: ``max(c/e_c, m/e_m) + β·min(c/e_c, m/e_m) +
-    o_regime`` plus its predicted conversion; each regime's (e_c, e_m, β, o)
+    conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
+    o_regime`` plus its predicted conversion, where ``m' = d/e_m + (m - d)``
+    scales only the DRAM part ``d`` of the memory time ``m``; each regime's (e_c, e_m, β, o)
     minimises the capped squared log error on a grid. Lone conversions
     (in front of a reshape) carry no regime figures.
     """
@@ -198,14 +201,15 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                                   cache_bandwidth)
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
-           for k in ("compute", "memory", "reorder_bytes", "cross_core_bytes", "time")}
+           for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
     for r in sorted(set(reg)):
         m = reg == r
         c = arr["compute"][m][:, None, None] / _CE_GRID[None, :, None]
-        mm = arr["memory"][m][:, None, None] / _ME_GRID[None, None, :]
+        dram = arr["dram"][m][:, None, None]
+        mm = dram / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - dram)
         hi, lo = np.maximum(c, mm), np.minimum(c, mm)
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]

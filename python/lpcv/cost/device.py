@@ -140,8 +140,8 @@ class Device:
     dram_energy_per_byte, cache_energy_per_byte : float
         Joules per byte moved.
     compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
-        Fraction of the compute and bandwidth ceilings real kernels reach,
-        per regime (see ``REGIMES``; a regime left out takes its parent's,
+        Fraction of the compute and DRAM bandwidth ceilings real kernels
+        reach (cached bytes move at ``cache_bandwidth``), per regime (see ``REGIMES``; a regime left out takes its parent's,
         ``REGIME_PARENTS``: ``conv1x1`` that of ``conv``).
     overlap : mapping of regime to [0, 1], optional
         How much of the shorter of a layer's compute and memory times is
@@ -383,7 +383,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v17"
+_LIBRARY_KEY = "host-v18"
 
 
 def _user_cache_dir() -> Path:

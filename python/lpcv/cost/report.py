@@ -66,7 +66,8 @@ class CostReport(Table):
     channels fill; compute is priced on the padded vectors), ``bound`` (the
     classic roofline label: below the ridge point with DRAM bandwidth is
     ``memory``), ``time_bound`` (which term dominates the predicted latency once
-    cache hits are counted), ``compute_ms``, ``memory_ms``, ``latency_ms``,
+    cache hits are counted), ``compute_ms``, ``memory_ms`` (of which
+    ``dram_ms``: DRAM traffic), ``latency_ms``,
     ``energy_uj``, ``advice``, ``output_shape``.
     """
 
@@ -234,7 +235,9 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     intensity = ops / moved if moved else float("inf")
     regime = layer.regime
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
-    compute, memory = c.compute_time / ce, c.memory_time / me
+    # The efficiency scales DRAM traffic only (see the C++ core).
+    dram = c.dram_time / me
+    compute, memory = c.compute_time / ce, dram + (c.memory_time - c.dram_time)
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
     cross = layer.input_bytes if split and layer.op != "Reorder" else 0
     if layer.op == "Reorder":   # a layout conversion alone (in front of a reshape)
@@ -254,7 +257,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "dram_bytes": c.dram_bytes, "intensity": intensity, "bound": bound,
         "lane_use": _lane_use(layer.lane_channels, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
-        "compute_ms": compute * 1e3, "memory_ms": memory * 1e3,
+        "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,

@@ -67,7 +67,8 @@ struct LayerCost {
   double dram_bytes = 0;    ///< of which from/to DRAM (cache model)
   double intensity = 0;     ///< FLOPs per byte moved
   double compute_time = 0;  ///< s
-  double memory_time = 0;   ///< s
+  double memory_time = 0;   ///< s: dram_time + cached bytes at the cache bandwidth
+  double dram_time = 0;     ///< s: of which DRAM traffic, at the DRAM bandwidth × efficiency
   double latency = 0;       ///< max(compute, memory) + overhead, s
   double compute_energy = 0;  ///< J
   double memory_energy = 0;   ///< J
