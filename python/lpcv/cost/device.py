@@ -141,7 +141,8 @@ class Device:
         Joules per byte moved.
     compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
         Fraction of the compute and DRAM bandwidth ceilings real kernels
-        reach (cached bytes move at ``cache_bandwidth``), per regime (see ``REGIMES``; a regime left out takes its parent's,
+        reach (cached bytes move at ``cache_bandwidth``), per regime (see
+        ``REGIMES``; a regime left out takes its parent's,
         ``REGIME_PARENTS``: ``conv1x1`` that of ``conv``).
     overlap : mapping of regime to [0, 1], optional
         How much of the shorter of a layer's compute and memory times is
