@@ -283,6 +283,49 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         dev.replace(overlap={"conv": 1.5})
 
 
+def test_whole_model_adds_the_layer_gap_once_per_layer_after_the_first():
+    m = _conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)], cin=8)
+    dev = Device.preset("x86-avx512-core").replace(run_overhead=20e-6)
+    base = profile(m, dev)
+    gapped = profile(m, dev.replace(layer_gap=3e-6))
+    # Rows are what one layer timed alone takes: unchanged.
+    assert [r["latency_ms"] for r in gapped.rows] == [r["latency_ms"] for r in base.rows]
+    assert gapped.total.layers == 3
+    assert gapped.total.latency == pytest.approx(
+        sum(r["latency_ms"] for r in base.rows) / 1e3 + 20e-6 + 2 * 3e-6)
+    assert base.total.latency == pytest.approx(sum(r["latency_ms"] for r in base.rows) / 1e3
+                                               + 20e-6)
+    for bad in (-1e-6, float("nan"), float("inf"), "1us"):
+        with pytest.raises(ValidationError, match="layer_gap"):
+            dev.replace(layer_gap=bad)
+
+
+def test_layer_gap_fit_recovers_a_known_gap():
+    from lpcv.cost._host import _GAP_GRID, fit_layer_gap
+    rng = np.random.default_rng(0)
+    predicted = rng.uniform(50e-6, 50e-3, 12)
+    layers = rng.integers(1, 120, 12)
+    gap = float(_GAP_GRID[30])
+    measured = predicted + (layers - 1) * gap
+    assert fit_layer_gap(predicted, layers, measured) == gap
+    # Whole runs as fast as predicted: no gap; no networks: no gap.
+    assert fit_layer_gap(predicted, layers, predicted) == 0.0
+    assert fit_layer_gap([], [], []) == 0.0
+    # One network far off (a slow spell) does not drag the fit: the loss is capped.
+    measured[0] *= 3
+    assert fit_layer_gap(predicted, layers, measured) == gap
+
+
+def test_layer_times_include_the_whole_run():
+    from lpcv.cost._host import WHOLE_RUN, layer_times
+    m = _conv_model([(16, 3, 1), (16, 1, 1)], hw=16)
+    times = layer_times(m, 1, threads=1, flops_per_repeat=1e3)
+    assert {"conv0", "conv1"} <= set(times)
+    assert all(t > 0 for k, (t, _) in times.items() if k != WHOLE_RUN)
+    whole, conversions = times[WHOLE_RUN]
+    assert whole > 0 and conversions == 0.0
+
+
 def test_dram_writes_cost_more_than_reads():
     # A 1x1 convolution reading its 1 MB input from DRAM (the model input),
     # weights from cache, writing a 4 MB output that spills to DRAM:

@@ -48,7 +48,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   bandwidth) + input bytes · the regime's cross-core cost when the batch is
   smaller than the device's threads (each primitive then splits single
   images across cores its own way and reads much of its input from another
-  core's cache); the whole model adds the device's per-inference overhead;
+  core's cache); the whole model adds the device's per-inference overhead
+  and its gap per layer after the first (what a whole run spends between
+  and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
   micro-benchmarks (fastest repeats; peaks and bandwidths the best of five
   measurements spread over the calibration, fixed costs their median) and
@@ -58,7 +60,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
   median repeat within a pass (a run takes each layer's typical time, not
   its fastest) and its median over five passes spread over two to three
-  minutes;
+  minutes; last, the gap per layer, so the predicted whole runs of those
+  networks match their measured ones (median over the same passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that
   + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.

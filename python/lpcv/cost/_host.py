@@ -90,21 +90,30 @@ def _calibration_model(spec: str) -> Model:
     return getattr(zoo, name)(**kwargs)
 
 
+#: Key of :func:`layer_times`' entry for the whole run (a name no layer
+#: has: node names come from the model, the runtime's own steps are named
+#: like "<output reorder>").
+WHOLE_RUN = "<whole run>"
+
+
 def layer_times(model: Model, batch: int, threads: int,
                 flops_per_repeat: float = 1e10) -> Dict[str, Tuple[float, float]]:
     """Measured (time, layout-conversion time) of every layer of ``model``, in
     seconds: medians over the repeats of one :meth:`Session.profile` run (a
     whole run is the sum of its layers' typical times, not of their fastest
-    ones). Repeated runs belong to :func:`calibration_times`, spread over
-    minutes."""
+    ones), and under ``WHOLE_RUN`` the median whole inference
+    (:meth:`Session.benchmark`, as many runs). Repeated runs belong to
+    :func:`calibration_times`, spread over minutes."""
     from ..runtime import Session
     from .report import profile
     # Operation counts do not depend on the device.
     flops = profile(model, "x86-avx512-core", batch).total.flops
     repeats = int(np.clip(flops_per_repeat / max(flops, 1), 3, 30))
     sess = Session(model, batch_size=batch, threads=threads)
-    return {r["node"]: (r["time_ms"] * 1e-3, r["reorder_ms"] * 1e-3)
-            for r in sess.profile(repeats=repeats, warmup=2).rows}
+    times = {r["node"]: (r["time_ms"] * 1e-3, r["reorder_ms"] * 1e-3)
+             for r in sess.profile(repeats=repeats, warmup=2).rows}
+    times[WHOLE_RUN] = (sess.benchmark(runs=repeats, warmup=1).median, 0.0)
+    return times
 
 
 def layer_samples(model: Model, batch: int, base: Device,
@@ -236,6 +245,22 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 
+#: Seconds per layer the gap fit tries: none, or 0.05-20 µs.
+_GAP_GRID = np.concatenate([[0.0], np.geomspace(0.05e-6, 20e-6, 60)])
+
+
+def fit_layer_gap(predicted: np.ndarray, layers: np.ndarray, measured: np.ndarray) -> float:
+    """Seconds per layer after the first (``Device.layer_gap``) that bring
+    whole-model predictions ``predicted`` (made without it) of networks
+    with ``layers`` layers closest to their measured whole runs
+    ``measured`` (capped squared log error, like the regimes' fit)."""
+    predicted, layers, measured = (np.asarray(a, float) for a in (predicted, layers, measured))
+    if predicted.size == 0:
+        return 0.0
+    pred = predicted[None, :] + np.maximum(layers - 1, 0)[None, :] * _GAP_GRID[:, None]
+    return float(_GAP_GRID[np.argmin(_loss(pred, measured[None, :]).sum(axis=1))])
+
+
 #: FLOPs of the peak convolution (256→256 channels, 3×3, 14×14, batch 16;
 #: padding taps included).
 _PEAK_CONV_FLOPS = 2 * 16 * 256 * 14 * 14 * 256 * 9
@@ -344,5 +369,12 @@ def measure_host(threads: int, progress: bool = False, between_passes=None) -> D
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))
     samples = [s for (name, batch), layers in times.items()
                for s in layer_samples(_calibration_model(name), batch, base, layers)]
-    fit = fit_samples(samples, base.cache_bandwidth)
-    return base.replace(**fit)
+    device = base.replace(**fit_samples(samples, base.cache_bandwidth))
+    # Whole runs take longer than their layers timed alone; the gap per
+    # layer is fitted once the layers are priced.
+    from .report import profile
+    cases = [(profile(_calibration_model(name), device, batch).total, layers[WHOLE_RUN][0])
+             for (name, batch), layers in times.items() if WHOLE_RUN in layers]
+    gap = fit_layer_gap([t.latency for t, _ in cases], [t.layers for t, _ in cases],
+                        [whole for _, whole in cases])
+    return device.replace(layer_gap=gap)
