@@ -367,13 +367,14 @@ def measure_host(threads: int, progress: bool = False, between_passes=None) -> D
         description=f"{_cpu_model()} ({threads} threads), measured with oneDNN",
         source="lpcv.cost.Device.from_host: oneDNN micro-benchmarks; efficiencies fitted on "
                "the layers of " + ", ".join(sorted({m for m, _ in CALIBRATION_MODELS})))
+    models = {name: _calibration_model(name) for name, _ in times}
     samples = [s for (name, batch), layers in times.items()
-               for s in layer_samples(_calibration_model(name), batch, base, layers)]
+               for s in layer_samples(models[name], batch, base, layers)]
     device = base.replace(**fit_samples(samples, base.cache_bandwidth))
     # Whole runs take longer than their layers timed alone; the gap per
     # layer is fitted once the layers are priced.
     from .report import profile
-    cases = [(profile(_calibration_model(name), device, batch).total, layers[WHOLE_RUN][0])
+    cases = [(profile(models[name], device, batch).total, layers[WHOLE_RUN][0])
              for (name, batch), layers in times.items() if WHOLE_RUN in layers]
     gap = fit_layer_gap([t.latency for t, _ in cases], [t.layers for t, _ in cases],
                         [whole for _, whole in cases])
