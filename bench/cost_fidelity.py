@@ -26,8 +26,17 @@ median of the other passes (same shares: layers within ±20 %, models within
 ±10 %): the floor that no prediction can beat on this machine. Each row keeps
 its per-pass times in ``measured_passes_ms``.
 
+Before each case of a validation pass a speed probe (a fixed matrix product
+and a fixed copy, fastest of a few runs) times the machine. When it runs more
+than 15 % slower than the median probe so far, the case waits 2 s and probes
+again (at most 3 times) before it is measured: slow spells of a shared
+machine last tens of seconds, and a case measured inside one pulls its
+median. Nothing measured is discarded; each case keeps its probes
+(``probe_ms``, the one it was measured after) and the waits
+(``probe_waits``), and ``summary.speed_probe`` gives their spread.
+
 Usage: python bench/cost_fidelity.py [--quick] [--out bench/results/cost_fidelity.json]
-       [--models resnet18 mobilenet_v2 ...] [--batches 1 16] [--refresh] [--passes 4]
+       [--models resnet18 mobilenet_v2 ...] [--batches 1 16] [--refresh] [--passes 6]
 """
 from __future__ import annotations
 
@@ -44,6 +53,53 @@ import lpcv
 from lpcv.cost import Device, ValidationReport, kendall_tau, profile, validate
 from lpcv.cost._host import CALIBRATION_MODELS, measure_host
 from lpcv.cost._host import _calibration_model as _model
+from lpcv import _core
+
+#: A probe this much slower than the median probe so far marks a slow spell.
+_SLOW_SPELL = 1.15
+_PROBE_WAIT_S, _PROBE_RETRIES = 2.0, 3
+
+
+def _speed_probe(threads: int) -> float:
+    """Seconds of a fixed compute-bound and a fixed memory-bound job (each
+    the fastest of 5 runs): how fast the machine runs right now."""
+    return (_core.time_matmul(384, 384, 384, "float32", 5, threads)
+            + _core.time_copy(16 * 1024 * 1024, 5, threads))
+
+
+class SpeedGate:
+    """Holds a measurement back while the machine runs in a slow spell.
+
+    :meth:`settle` probes; while the probe is more than ``slow`` times the
+    median of all probes so far (once there are ``warmup`` of them), it
+    sleeps ``wait`` seconds and probes again, at most ``retries`` times.
+    """
+
+    def __init__(self, probe, slow=_SLOW_SPELL, wait=_PROBE_WAIT_S, retries=_PROBE_RETRIES,
+                 warmup=5, sleep=time.sleep):
+        self.probe, self.slow, self.wait, self.retries = probe, slow, wait, retries
+        self.warmup, self.sleep = warmup, sleep
+        self.probes = []
+
+    def settle(self):
+        """(seconds of the last probe, number of waits)."""
+        waits = 0
+        while True:
+            p = float(self.probe())
+            self.probes.append(p)
+            if (len(self.probes) < self.warmup or waits == self.retries
+                    or p <= self.slow * float(np.median(self.probes))):
+                return p, waits
+            self.sleep(self.wait)
+            waits += 1
+
+    def summary(self):
+        """Spread (slowest / fastest probe), share of slow probes, probes."""
+        p = np.array(self.probes)
+        if not p.size:
+            return {"spread": None, "slow_share": None, "probes": 0}
+        return {"spread": float(p.max() / p.min()),
+                "slow_share": float(np.mean(p > self.slow * np.median(p))), "probes": int(p.size)}
 
 
 def _summary(cases):
@@ -72,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="host",
                     help="device to predict with: 'host' (Device.from_host) or a preset name")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--passes", type=int, default=4,
+    ap.add_argument("--passes", type=int, default=6,
                     help="passes through all cases; each time is the median over the passes")
     args = ap.parse_args(argv)
     if args.passes < 1:
@@ -93,6 +149,10 @@ def main(argv=None) -> int:
             plan.append((name, model, batch, int(np.clip(2e10 / max(macs, 1), 3, 30))))
     passes = {(name, batch): [] for name, _, batch, _ in plan}
     seconds = {key: 0.0 for key in passes}
+    probe_threads = args.threads or os.cpu_count() or 1
+    gate = SpeedGate(lambda: _speed_probe(probe_threads))
+    case_probes = {key: [] for key in passes}
+    waits = {key: 0 for key in passes}
 
     def passes_done():
         return len(passes[plan[0][0], plan[0][2]])
@@ -100,6 +160,9 @@ def main(argv=None) -> int:
     def validation_pass(device):
         p = passes_done()
         for name, model, batch, repeats in plan:
+            probe, waited = gate.settle()
+            case_probes[name, batch].append(probe * 1e3)
+            waits[name, batch] += waited
             t0 = time.perf_counter()
             v = validate(model, device, batch_size=batch, repeats=repeats, threads=args.threads)
             seconds[name, batch] += time.perf_counter() - t0
@@ -146,7 +209,8 @@ def main(argv=None) -> int:
             "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
             "measured_passes_ms": [run.measured_total * 1e3 for run in runs],
             "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
-            "kendall_tau": v.kendall_tau, "seconds": seconds[name, batch], "rows": rows,
+            "kendall_tau": v.kendall_tau, "seconds": seconds[name, batch],
+            "probe_ms": case_probes[name, batch], "probe_waits": waits[name, batch], "rows": rows,
         })
         # Each pass against the median of the others (needs two passes).
         for i, run in enumerate(runs if len(runs) >= 2 else []):
@@ -172,6 +236,9 @@ def main(argv=None) -> int:
         "profile_resnet50_ms": profile_ms,
         # How well one pass agrees with the median of the others.
         "measurement_vs_itself": remeasured,
+        # The probes before the cases: spread (slowest / fastest), the share
+        # more than 15 % slower than their median, and the waits.
+        "speed_probe": {**gate.summary(), "waits": int(sum(waits.values()))},
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "goals": {"layers_within_20pct": 0.8, "models_within_10pct": 0.9, "kendall_tau": 0.85,
                   "profile_resnet50_ms": 100},
