@@ -28,7 +28,7 @@ its per-pass times in ``measured_passes_ms``.
 
 Before each case of a validation pass a speed probe (a fixed matrix product
 and a fixed copy, fastest of a few runs) times the machine. When it runs more
-than 15 % slower than the median probe so far, the case waits 2 s and probes
+than 30 % slower than the median probe so far, the case waits 2 s and probes
 again (at most 3 times) before it is measured: slow spells of a shared
 machine last tens of seconds, and a case measured inside one pulls its
 median. Nothing measured is discarded; each case keeps its probes
@@ -50,13 +50,16 @@ import time
 import numpy as np
 
 import lpcv
+from lpcv import _core
 from lpcv.cost import Device, ValidationReport, kendall_tau, profile, validate
 from lpcv.cost._host import CALIBRATION_MODELS, measure_host
 from lpcv.cost._host import _calibration_model as _model
-from lpcv import _core
 
 #: A probe this much slower than the median probe so far marks a slow spell.
-_SLOW_SPELL = 1.15
+#: The probe itself varies by ±20 % from one case to the next (1.2-1.9 ms on
+#: the 2-core host); at 1.15 it held back 27 % of the cases, at 1.3 only the
+#: outliers (2.2-50 ms).
+_SLOW_SPELL = 1.3
 _PROBE_WAIT_S, _PROBE_RETRIES = 2.0, 3
 
 
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
         # How well one pass agrees with the median of the others.
         "measurement_vs_itself": remeasured,
         # The probes before the cases: spread (slowest / fastest), the share
-        # more than 15 % slower than their median, and the waits.
+        # slower than _SLOW_SPELL × their median, and the waits.
         "speed_probe": {**gate.summary(), "waits": int(sum(waits.values()))},
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "goals": {"layers_within_20pct": 0.8, "models_within_10pct": 0.9, "kendall_tau": 0.85,
