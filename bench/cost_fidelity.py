@@ -152,8 +152,8 @@ def main(argv=None) -> int:
             plan.append((name, model, batch, int(np.clip(2e10 / max(macs, 1), 3, 30))))
     passes = {(name, batch): [] for name, _, batch, _ in plan}
     seconds = {key: 0.0 for key in passes}
-    probe_threads = args.threads or os.cpu_count() or 1
-    gate = SpeedGate(lambda: _speed_probe(probe_threads))
+    threads = args.threads or os.cpu_count() or 1
+    gate = SpeedGate(lambda: _speed_probe(threads))
     case_probes = {key: [] for key in passes}
     waits = {key: 0 for key in passes}
 
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
             if len(calls) > 1 and passes_done() < args.passes:
                 validation_pass(stand_in)
 
-        device = measure_host(args.threads or os.cpu_count() or 1, progress=True,
+        device = measure_host(threads, progress=True,
                               between_passes=between_calibration_passes)
         for name, model, batch, _ in plan:
             passes[name, batch] = [v.repriced(model, device) for v in passes[name, batch]]

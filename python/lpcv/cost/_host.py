@@ -122,10 +122,10 @@ def layer_samples(model: Model, batch: int, base: Device,
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
     efficiency 1 (seconds), ``dram`` the part of ``memory`` that is DRAM
-    traffic (the memory efficiency scales only that part),
-    ``reorder_bytes`` the predicted layout conversions,
-    ``cross_core_bytes`` the input read from other cores' caches; ``time`` and ``reorder_time`` come from ``times`` (see
-    :func:`layer_times`).
+    traffic (the memory efficiency scales only that part), ``reorder_bytes``
+    the predicted layout conversions, ``cross_core_bytes`` the input read
+    from other cores' caches; ``time`` and ``reorder_time`` come from
+    ``times`` (see :func:`layer_times`).
     """
     from .report import profile
 
@@ -201,8 +201,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
     o_regime`` plus its predicted conversion, where ``m' = d/e_m + (m - d)``
     scales only the DRAM part ``d`` of the memory time ``m``; each regime's
-    (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone conversions
-    (in front of a reshape) carry no regime figures.
+    (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone
+    conversions (in front of a reshape) carry no regime figures.
     """
     reorder = [s for s in samples if s["reorder_bytes"] > 0 and s["reorder_time"] > 0]
     reo_ov, reo_bw = fit_reorders(np.array([s["reorder_bytes"] for s in reorder], float),
