@@ -16,9 +16,12 @@ void bind_cost(py::module_& m) {
       .def_readwrite("energy_per_mac", &DeviceSpec::energy_per_mac)
       .def_readwrite("cache_bytes", &DeviceSpec::cache_bytes)
       .def_readwrite("cache_bandwidth", &DeviceSpec::cache_bandwidth)
+      .def_readwrite("shared_cache_bytes", &DeviceSpec::shared_cache_bytes)
+      .def_readwrite("shared_cache_bandwidth", &DeviceSpec::shared_cache_bandwidth)
       .def_readwrite("dram_bandwidth", &DeviceSpec::dram_bandwidth)
       .def_readwrite("dram_write_cost", &DeviceSpec::dram_write_cost)
       .def_readwrite("cache_energy_per_byte", &DeviceSpec::cache_energy_per_byte)
+      .def_readwrite("shared_cache_energy_per_byte", &DeviceSpec::shared_cache_energy_per_byte)
       .def_readwrite("dram_energy_per_byte", &DeviceSpec::dram_energy_per_byte)
       .def_readwrite("overhead", &DeviceSpec::overhead)
       .def_readwrite("compute_efficiency", &DeviceSpec::compute_efficiency)
@@ -26,20 +29,24 @@ void bind_cost(py::module_& m) {
   py::class_<LayerCounts>(m, "LayerCounts")
       .def(py::init([](int op_class, int precision, double macs, double other_ops,
                        double weight_bytes, double input_bytes, double output_bytes,
-                       bool input_in_cache, bool weights_in_cache, double weight_reads) {
+                       bool input_in_cache, bool weights_in_cache, double weight_reads,
+                       bool input_in_shared_cache, bool weights_in_shared_cache) {
              if (op_class < 0 || op_class >= kOpClasses) throw InvalidArgument("bad op_class");
              if (precision < 0 || precision >= kPrecisions) throw InvalidArgument("bad precision");
              return LayerCounts{OpClass(op_class), Precision(precision), macs, other_ops,
                                 weight_bytes, input_bytes, output_bytes, input_in_cache,
-                                weights_in_cache, weight_reads};
+                                weights_in_cache, input_in_shared_cache,
+                                weights_in_shared_cache, weight_reads};
            }),
            py::arg("op_class"), py::arg("precision"), py::arg("macs"), py::arg("other_ops"),
            py::arg("weight_bytes"), py::arg("input_bytes"), py::arg("output_bytes"),
-           py::arg("input_in_cache"), py::arg("weights_in_cache"), py::arg("weight_reads") = 1.0);
+           py::arg("input_in_cache"), py::arg("weights_in_cache"), py::arg("weight_reads") = 1.0,
+           py::arg("input_in_shared_cache") = false, py::arg("weights_in_shared_cache") = false);
   py::class_<LayerCost>(m, "LayerCost")
       .def_readonly("flops", &LayerCost::flops)
       .def_readonly("bytes", &LayerCost::bytes)
       .def_readonly("dram_bytes", &LayerCost::dram_bytes)
+      .def_readonly("shared_cache_bytes", &LayerCost::shared_cache_bytes)
       .def_readonly("intensity", &LayerCost::intensity)
       .def_readonly("compute_time", &LayerCost::compute_time)
       .def_readonly("memory_time", &LayerCost::memory_time)

@@ -724,6 +724,7 @@ def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypat
     import lpcv.cost._host as host
     events = []
     figures = {"fp32": 1e11, "int8": 4e11, "dram": 2e10, "cache_bw": 5e10,
+               "shared_bytes": 16 * 2 ** 20, "shared_bw": 3e10,
                "overhead": 2e-6, "run_overhead": 5e-6}
 
     def fake_figures(threads):
@@ -742,6 +743,14 @@ def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypat
     dev = host.measure_host(threads=2, between_passes=lambda: events.append("hook"))
     assert events == ["micro", "hook", "layers"] * host._CALIBRATION_PASSES
     assert dev.threads == 2 and dev.peak_flops["fp32"] == 1e11
+    assert dev.shared_cache_bytes == 16 * 2 ** 20 and dev.shared_cache_bandwidth == 3e10
+    # A shared level measured faster than the private caches (a noisy copy)
+    # is held to their bandwidth; none measured, none kept.
+    figures.update(shared_bw=9e10)
+    assert host.measure_host(threads=2).shared_cache_bandwidth == 5e10
+    figures.update(shared_bytes=0.0, shared_bw=0.0)
+    dev = host.measure_host(threads=2)
+    assert not dev.has_shared_cache and dev.shared_cache_bandwidth is None
 
 
 def test_repriced_keeps_the_measurements_and_takes_the_new_predictions():
@@ -809,3 +818,139 @@ def test_from_host_cache_is_used_and_a_damaged_one_measured_again(host_device, m
     assert Device.from_host(cache_dir=folder) == stand_in
     assert json.loads(path.read_text())["device"] == stand_in.to_dict()
     assert not list(folder.glob("*.tmp"))
+
+
+def _with_l3(dev, capacity=16 * 2 ** 20, bandwidth=30e9, **kw):
+    return dev.replace(shared_cache_bytes=capacity, shared_cache_bandwidth=bandwidth, **kw)
+
+
+def test_shared_cache_level_serves_what_misses_the_near_cache():
+    # The 1x1 convolution of test_dram_writes_cost_more_than_reads: 1 MB of
+    # model input from DRAM, weights cached, a 4 MB output larger than half
+    # the 2.5 MB near cache. A 16 MB shared level keeps the output (4 MB is
+    # within half of it); the model input comes from DRAM at every level.
+    m = _conv_model([(64, 1, 1)], hw=128, cin=16)
+    near = Device.preset("rpi4").replace(cache_bytes=2.5 * 2 ** 20)
+    dev = _with_l3(near)
+    row = profile(m, dev).rows[0]
+    reads, writes, cached = row["input_bytes"], row["output_bytes"], row["weight_bytes"]
+    assert row["dram_bytes"] == reads and row["shared_cache_bytes"] == writes
+    dram = reads / dev.dram_bandwidth / dev.memory_efficiency["conv1x1"]
+    assert row["dram_ms"] == pytest.approx(dram * 1e3)
+    assert row["memory_ms"] == pytest.approx(
+        (dram + cached / dev.cache_bandwidth + writes / 30e9) * 1e3)
+    # Energy by level: the shared level's bytes at its own figure.
+    pricier = profile(m, _with_l3(near, shared_cache_energy_per_byte=1e-9)).rows[0]
+    assert (pricier["energy_uj"] - row["energy_uj"]) * 1e-6 == pytest.approx(
+        writes * (1e-9 - dev.shared_cache_energy_per_byte))
+    # A shared level no larger than the near cache, or too small for the
+    # output, changes nothing.
+    plain = profile(m, near).rows[0]
+    assert plain["shared_cache_bytes"] == 0 and plain["dram_bytes"] == reads + writes
+    for capacity in (2.5 * 2 ** 20, 6 * 2 ** 20):
+        same = profile(m, _with_l3(near, capacity)).rows[0]
+        assert same["dram_bytes"] == plain["dram_bytes"]
+        assert same["memory_ms"] == pytest.approx(plain["memory_ms"])
+        assert same["shared_cache_bytes"] == 0
+
+
+def test_dram_energy_counts_written_bytes():
+    # Oracle: DRAM bytes (reads and writes) × DRAM energy + cached bytes ×
+    # cache energy + MACs × MAC energy.
+    m = _conv_model([(64, 1, 1)], hw=128, cin=16)
+    dev = Device.preset("rpi4").replace(cache_bytes=2.5 * 2 ** 20, vector_lanes=1)
+    row = profile(m, dev).rows[0]
+    expect = (row["macs"] * dev.energy_per_mac["fp32"]
+              + (row["input_bytes"] + row["output_bytes"]) * dev.dram_energy_per_byte
+              + row["weight_bytes"] * dev.cache_energy_per_byte)
+    assert row["energy_uj"] * 1e-6 == pytest.approx(expect)
+
+
+def test_shared_cache_level_has_its_own_reuse_distance():
+    # test_cache_reuse_distance's wide chain: on rpi4's 1 MB cache, t is
+    # evicted before conv c reads it, and the 0.6 MB of weights do not fit
+    # in half the cache; a 16 MB shared level holds both.
+    rng = np.random.default_rng(0)
+    inits = {"wa": rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+             "wb": rng.standard_normal((1024, 16, 3, 3)).astype(np.float32),
+             "wc": rng.standard_normal((8, 16, 1, 1)).astype(np.float32)}
+    nodes = [Node("Conv", "a", ["x", "wa"], ["t"], {"pads": [1] * 4}),
+             Node("Conv", "b", ["t", "wb"], ["u"], {"pads": [1] * 4}),
+             Node("Conv", "c", ["t", "wc"], ["v"])]
+    m = Model(nodes, [ValueInfo("x", (1, 3, 8, 8))], [ValueInfo("u", ()), ValueInfo("v", ())], inits)
+    near = Device.preset("rpi4")
+    before = {r["layer"]: r for r in profile(m, near).rows}
+    after = {r["layer"]: r for r in profile(m, _with_l3(near)).rows}
+    for name in ("b", "c"):
+        assert after[name]["dram_bytes"] == 0
+        assert after[name]["shared_cache_bytes"] == before[name]["dram_bytes"] > 0
+        assert after[name]["memory_ms"] < before[name]["memory_ms"]
+    # Reuse at the shared level is judged at its capacity: at 1.5 MB (0.75
+    # MB for reuse) t is evicted by conv b's 0.59 MB of weights and its
+    # 0.26 MB output u, while the weights still fit in half of it.
+    small = {r["layer"]: r for r in profile(m, _with_l3(near, capacity=1.5 * 2 ** 20)).rows}
+    assert small["c"]["dram_bytes"] == small["c"]["input_bytes"] > 0
+
+
+def test_device_rejects_bad_shared_cache_figures():
+    from lpcv import _core
+    good = Device.preset("rpi4")
+    with pytest.raises(ValidationError, match="shared_cache_bandwidth is required"):
+        good.replace(shared_cache_bytes=8 * 2 ** 20)
+    for bad in (0, -1e9, float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="shared_cache_bandwidth"):
+            _with_l3(good, bandwidth=bad)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="shared_cache_bytes"):
+            _with_l3(good, capacity=bad)
+    with pytest.raises(ValidationError, match="shared_cache_energy_per_byte"):
+        _with_l3(good, shared_cache_energy_per_byte=-1.0)
+    # The C++ core checks its own spec too (it is reachable from Python).
+    spec = good.to_spec()
+    spec.shared_cache_bytes = 8.0 * 2 ** 20
+    with pytest.raises(ValueError, match="shared cache bandwidth"):
+        _core.check_device(spec)
+    dev = _with_l3(good)
+    assert dev.has_shared_cache and not good.has_shared_cache
+    assert Device.from_dict(json.loads(json.dumps(dev.to_dict()))) == dev
+
+
+@pytest.mark.parametrize("bandwidths,capacity", [
+    ([40, 38, 33, 20, 15], 32), ([40, 30, 20, 15, 14], 16), ([40, 12, 30, 15, 14], 8),
+    ([40, 40, 40, 40, 40], 128), ([14, 14, 14, 14, 14], 0), ([], 0)])
+def test_shared_cache_capacity_is_the_last_footprint_served_halfway_from_dram(bandwidths,
+                                                                            capacity):
+    from lpcv.cost._host import shared_cache_capacity
+    # DRAM copies at 14 GB/s: halfway to 40 is 27; a footprint that falls
+    # below ends the level even when a later (noisy) one is fast again.
+    footprints = [8, 16, 32, 64, 128][:len(bandwidths)]
+    assert shared_cache_capacity(footprints, [b * 1e9 for b in bandwidths], 14e9) == capacity
+
+
+def _fake_sysfs(root, caches):
+    for i, (level, kind, size) in enumerate(caches):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    return str(root)
+
+
+def test_cache_sizes_come_from_sysfs(tmp_path):
+    from lpcv.cost._host import _sysfs_cache_bytes, shared_cache_figures
+    root = _fake_sysfs(tmp_path / "a", [(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                        (2, "Unified", "2048K"), (3, "Unified", "105M")])
+    assert _sysfs_cache_bytes(1, root) == 48 * 1024
+    assert _sysfs_cache_bytes(2, root) == 2 * 2 ** 20
+    assert _sysfs_cache_bytes(3, root) == 105 * 2 ** 20
+    assert _sysfs_cache_bytes(4, root) == 0
+    assert _sysfs_cache_bytes(2, str(tmp_path / "missing")) == 0
+    broken = _fake_sysfs(tmp_path / "b", [(2, "Unified", "lots")])
+    assert _sysfs_cache_bytes(2, broken) == 0
+    # No level 3, or one not larger than twice the private caches: no
+    # shared level is measured (and no copy is run).
+    none = _fake_sysfs(tmp_path / "c", [(2, "Unified", "1M")])
+    assert shared_cache_figures(2, 2 ** 21, 1e10, none) == {"shared_bytes": 0.0, "shared_bw": 0.0}
+    tight = _fake_sysfs(tmp_path / "d", [(2, "Unified", "1M"), (3, "Unified", "4M")])
+    assert shared_cache_figures(2, 2 ** 21, 1e10, tight)["shared_bytes"] == 0.0

@@ -10,6 +10,37 @@ namespace lpcv::cost {
 
 namespace {
 bool positive(double v) { return std::isfinite(v) && v > 0; }
+
+bool has_shared_level(const DeviceSpec& d) { return d.shared_cache_bytes > d.cache_bytes; }
+
+/// Bytes of one layer that miss a cache of @p capacity bytes.
+struct Misses {
+  double compulsory = 0;   ///< weights and input not held by the cache
+  double read = 0;         ///< all reads from beyond it (compulsory + re-reads)
+  double written = 0;      ///< output written back beyond it
+  double reread_near = 0;  ///< weight re-reads the cache serves
+};
+
+Misses misses(const LayerCounts& l, double capacity, bool input_held, bool weights_held) {
+  Misses m;
+  if (!weights_held) m.compulsory += l.weight_bytes;
+  if (!input_held) m.compulsory += l.input_bytes;
+  m.read = m.compulsory;
+  if (l.output_bytes > capacity / 2) m.written = l.output_bytes;
+  // Weights streamed once per image come again from the cache when they
+  // fit in half of it, and again from beyond it when they do not: the
+  // kernel has no spatial work per image to block the re-reads over.
+  const bool streamed = l.weight_reads > 1;
+  const double rereads = (l.weight_reads - 1) * l.weight_bytes;
+  if (streamed && l.weight_bytes <= capacity / 2) m.reread_near = rereads;
+  if (streamed && l.weight_bytes > capacity / 2) m.read += rereads;
+  // One operand is re-read per extra cache-sized tile when weights and
+  // input together do not fit.
+  const double ws = l.weight_bytes + l.input_bytes;
+  if (capacity > 0 && ws > capacity && l.macs > 0 && !streamed)
+    m.read += (std::ceil(ws / capacity) - 1) * std::min(l.weight_bytes, l.input_bytes);
+  return m;
+}
 }  // namespace
 
 void check_device(const DeviceSpec& d) {
@@ -29,7 +60,14 @@ void check_device(const DeviceSpec& d) {
     throw InvalidArgument(cat("device: DRAM write cost must be in [1, 4], got ", d.dram_write_cost));
   if (!std::isfinite(d.overhead) || d.overhead < 0)
     throw InvalidArgument(cat("device: overhead must be >= 0, got ", d.overhead));
-  if (d.cache_energy_per_byte < 0 || d.dram_energy_per_byte < 0)
+  if (!std::isfinite(d.shared_cache_bytes) || d.shared_cache_bytes < 0)
+    throw InvalidArgument(cat("device: shared cache capacity must be >= 0, got ",
+                              d.shared_cache_bytes));
+  if (has_shared_level(d) && !positive(d.shared_cache_bandwidth))
+    throw InvalidArgument(cat("device: shared cache bandwidth must be positive, got ",
+                              d.shared_cache_bandwidth));
+  if (!(d.cache_energy_per_byte >= 0) || !(d.dram_energy_per_byte >= 0) ||
+      !(d.shared_cache_energy_per_byte >= 0))
     throw InvalidArgument("device: energies per byte must be >= 0");
   for (int c = 0; c < kOpClasses; ++c) {
     const double ce = d.compute_efficiency[c], me = d.memory_efficiency[c];
@@ -56,29 +94,21 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     LayerCost& r = out[i];
     r.flops = 2 * l.macs + l.other_ops;
     r.bytes = l.weight_bytes + l.input_bytes + l.output_bytes;
-    // Cache model (documented in python/lpcv/cost/__init__.py):
-    // compulsory traffic, with operands that stay in the last-level cache
-    // served from it, and one operand re-read per extra cache-sized tile when
-    // weights and input together do not fit.
-    const double cache = d.cache_bytes;
-    double dram = 0, written = 0;
-    if (!l.weights_in_cache) dram += l.weight_bytes;
-    if (!l.input_in_cache) dram += l.input_bytes;
-    if (l.output_bytes > cache / 2) written = l.output_bytes;
-    // Compulsory bytes not moved to or from DRAM come from the cache.
-    double cached = std::max(0.0, r.bytes - std::min(dram + written, r.bytes));
-    const double ws = l.weight_bytes + l.input_bytes;
-    // Weights streamed once per image come again from the cache when they
-    // fit in half of it, and again from memory when they do not: the kernel
-    // has no spatial work per image to block the re-reads over.
-    const bool streamed = l.weight_reads > 1;
-    if (streamed && l.weight_bytes <= cache / 2) cached += (l.weight_reads - 1) * l.weight_bytes;
-    if (streamed && l.weight_bytes > cache / 2) dram += (l.weight_reads - 1) * l.weight_bytes;
-    if (cache > 0 && ws > cache && l.macs > 0 && !streamed) {
-      const double tiles = std::ceil(ws / cache);
-      dram += (tiles - 1) * std::min(l.weight_bytes, l.input_bytes);
-    }
+    // Cache model (documented in python/lpcv/cost/__init__.py): what misses
+    // the near cache is served by the shared level when it holds it, by
+    // DRAM otherwise.
+    const Misses near = misses(l, d.cache_bytes, l.input_in_cache, l.weights_in_cache);
+    Misses far = near;
+    if (has_shared_level(d))
+      far = misses(l, d.shared_cache_bytes, l.input_in_cache || l.input_in_shared_cache,
+                   l.weights_in_cache || l.weights_in_shared_cache);
+    const double dram = far.read, written = far.written;
+    // Compulsory bytes not moved beyond the near cache come from it.
+    double cached = std::max(0.0, r.bytes - std::min(near.compulsory + near.written, r.bytes));
+    cached += near.reread_near;
+    const double shared = std::max(0.0, near.read + near.written - far.read - far.written);
     r.dram_bytes = dram + written;
+    r.shared_cache_bytes = shared;
     r.intensity = r.bytes > 0 ? r.flops / r.bytes : INFINITY;
     // Peak FLOP/s counts a fused multiply-add as two operations per lane; any
     // other vector instruction (max, add, compare, one step of exp) takes the
@@ -88,12 +118,14 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     // The efficiency is the share of DRAM bandwidth a kernel streams at;
     // cache-resident bytes move at the cache bandwidth, measured directly.
     r.dram_time = (dram + d.dram_write_cost * written) / d.dram_bandwidth / d.memory_efficiency[c];
-    r.memory_time = r.dram_time + cached / d.cache_bandwidth;
+    r.memory_time = r.dram_time + cached / d.cache_bandwidth +
+                    (shared > 0 ? shared / d.shared_cache_bandwidth : 0.0);
     r.memory_bound = r.memory_time > r.compute_time;
     r.latency = std::max(r.compute_time, r.memory_time) + d.overhead;
     r.compute_energy = l.macs * d.energy_per_mac[p] +
                        l.other_ops * d.energy_per_mac[p] * 0.5;  // an op ≈ half a MAC
-    r.memory_energy = dram * d.dram_energy_per_byte + cached * d.cache_energy_per_byte;
+    r.memory_energy = (dram + written) * d.dram_energy_per_byte +
+                      cached * d.cache_energy_per_byte + shared * d.shared_cache_energy_per_byte;
   }
   return out;
 }

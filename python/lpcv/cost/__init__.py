@@ -22,7 +22,11 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   of the two is re-read once per extra cache-sized tile; a convolution with
   one output position per image (squeeze-excite, classifier convolutions)
   streams its weights once per image, the re-reads from the cache when they
-  fit in half of it and from DRAM when they do not;
+  fit in half of it and from DRAM when they do not; a device with a shared
+  cache level beyond that cache (``Device.shared_cache_bytes``, an L3)
+  applies the same rules again at the shared level's capacity, and the
+  bytes that miss the near cache but not the shared level come from the
+  shared level instead of DRAM;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones and concatenations apart from other data movement (``REGIMES``);
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
@@ -35,7 +39,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   product) over ``Device.vector_lanes`` lanes and pad the last vector, so 6
   channels cost 16 on AVX-512 (``lane_use``; the MACs column keeps the
   conventional count); memory time = DRAM bytes / (DRAM bandwidth · memory
-  efficiency of the regime) + cached bytes / cache bandwidth (the efficiency
+  efficiency of the regime) + cached bytes / cache bandwidth + shared-level
+  bytes / shared-level bandwidth (the efficiency
   is the share of DRAM bandwidth a regime's kernels stream at; the cache
   bandwidth is measured directly, and a matrix-vector product reads
   cache-resident weights at that rate); latency = max(compute,
@@ -52,7 +57,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   and its gap per layer after the first (what a whole run spends between
   and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks (fastest repeats; peaks and bandwidths the best of five
+  micro-benchmarks, and the shared level's bandwidth and the largest copy
+  it still serves at least halfway from DRAM's speed to its own (fastest repeats; peaks and bandwidths the best of five
   measurements spread over the calibration, fixed costs their median) and
   fits the reorder cost on measured conversions, then each regime's
   efficiencies, overlap, fixed cost (at most the time of the regime's
@@ -64,7 +70,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   networks match their measured ones (median over the same passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that
-  + DRAM bytes · DRAM energy/byte + cached bytes · cache energy/byte.
+  + DRAM bytes (read and written) · DRAM energy/byte + cached bytes · cache
+  energy/byte + shared-level bytes · shared-level energy/byte.
 
 Examples
 --------

@@ -57,6 +57,7 @@ HOROWITZ_45NM = MappingProxyType({
     "int32_mult": 3.1, "int32_add": 0.1,
     "int8_mult": 0.2, "int8_add": 0.03,
     "sram_8kb_read_32bit": 5.0,
+    "sram_1mb_read_64bit": 100.0,
     "dram_read_32bit": 640.0,
 })
 
@@ -75,6 +76,9 @@ DEFAULT_ENERGY_PER_MAC = MappingProxyType({
 })
 DEFAULT_DRAM_ENERGY_PER_BYTE = 640.0 / 4 * _PJ
 DEFAULT_CACHE_ENERGY_PER_BYTE = 5.0 / 4 * _PJ
+#: A large (shared, megabytes) cache: Horowitz's 1 MB SRAM, 100 pJ per
+#: 64-bit read.
+DEFAULT_SHARED_CACHE_ENERGY_PER_BYTE = 100.0 / 8 * _PJ
 
 
 def _with_parents(m: Optional[Mapping[str, float]]) -> Dict[str, float]:
@@ -122,9 +126,19 @@ class Device:
         and :meth:`from_host` use 1: on the measured layers, oneDNN's large
         outputs stream at the read rate.
     cache_bytes : float
-        Last-level cache capacity available to the model, bytes.
+        Capacity of the cache next to the cores (private L2s, or a small
+        last-level cache) available to the model, bytes.
     cache_bandwidth : float
         Bandwidth between that cache and the cores, bytes/s.
+    shared_cache_bytes : float
+        Capacity of a second, larger cache level between that cache and
+        DRAM (a shared L3) that the model can count on, bytes; 0 (the
+        default) or no more than ``cache_bytes``: no such level. Bytes that
+        miss ``cache_bytes`` but fit this level move at
+        ``shared_cache_bandwidth`` instead of the DRAM bandwidth (same
+        reuse-distance rules, at this capacity).
+    shared_cache_bandwidth : float, optional
+        Bytes/s from that level; required when it exists.
     overhead : float
         Fixed seconds each primitive (layer) costs.
     class_overhead : mapping of regime to seconds, optional
@@ -137,8 +151,8 @@ class Device:
         Bytes/s (read + written) of such a conversion; default the cache
         bandwidth.
     energy_per_mac : mapping of precision to joules
-    dram_energy_per_byte, cache_energy_per_byte : float
-        Joules per byte moved.
+    dram_energy_per_byte, cache_energy_per_byte, shared_cache_energy_per_byte : float
+        Joules per byte moved to or from each memory level.
     compute_efficiency, memory_efficiency : mapping of regime to (0, 1]
         Fraction of the compute and DRAM bandwidth ceilings real kernels
         reach (cached bytes move at ``cache_bandwidth``), per regime (see
@@ -204,6 +218,9 @@ class Device:
     threads: int = 1
     cross_core_cost: Mapping[str, float] = field(default_factory=dict)
     vector_lanes: int = 1
+    shared_cache_bytes: float = 0.0
+    shared_cache_bandwidth: Optional[float] = None
+    shared_cache_energy_per_byte: float = DEFAULT_SHARED_CACHE_ENERGY_PER_BYTE
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -237,6 +254,11 @@ class Device:
             if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
                 raise ValidationError(f"Device.reorder_bandwidth must be a positive finite "
                                       f"number or None, got {v!r}")
+        if self.shared_cache_bandwidth is not None:
+            v = self.shared_cache_bandwidth
+            if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+                raise ValidationError(f"Device.shared_cache_bandwidth must be a positive finite "
+                                      f"number or None, got {v!r}")
         v = self.dram_write_cost
         if not isinstance(v, (int, float)) or not 1.0 <= v <= 4.0:
             raise ValidationError(f"Device.dram_write_cost must be in [1, 4], got {v!r}")
@@ -245,12 +267,22 @@ class Device:
         object.__setattr__(self, "class_overhead",
                            MappingProxyType({k: float(v) for k, v in given.items()}))
         for f in ("cache_bytes", "overhead", "reorder_overhead", "run_overhead", "layer_gap",
-                  "dram_energy_per_byte", "cache_energy_per_byte"):
+                  "dram_energy_per_byte", "cache_energy_per_byte", "shared_cache_bytes",
+                  "shared_cache_energy_per_byte"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
                 raise ValidationError(f"Device.{f} must be a finite number >= 0, got {v!r}")
+        if self.has_shared_cache and self.shared_cache_bandwidth is None:
+            raise ValidationError("Device.shared_cache_bandwidth is required when "
+                                  f"shared_cache_bytes ({self.shared_cache_bytes}) exceeds "
+                                  f"cache_bytes ({self.cache_bytes})")
 
     # ---------------------------------------------------------------- views
+    @property
+    def has_shared_cache(self) -> bool:
+        """Whether the device has a shared cache level beyond ``cache_bytes``."""
+        return self.shared_cache_bytes > self.cache_bytes
+
     def ridge_point(self, precision: str = "fp32") -> float:
         """Arithmetic intensity (FLOP/byte) where the roofline's ceilings meet."""
         return self.peak(precision) / self.dram_bandwidth
@@ -296,10 +328,14 @@ class Device:
         spec.energy_per_mac = [self.energy_per_mac[p] for p in PRECISIONS]
         spec.cache_bytes = float(self.cache_bytes)
         spec.cache_bandwidth = float(self.cache_bandwidth)
+        if self.has_shared_cache:
+            spec.shared_cache_bytes = float(self.shared_cache_bytes)
+            spec.shared_cache_bandwidth = float(self.shared_cache_bandwidth)
         spec.dram_bandwidth = float(self.dram_bandwidth)
         spec.dram_write_cost = float(self.dram_write_cost)
         spec.cache_energy_per_byte = float(self.cache_energy_per_byte)
         spec.dram_energy_per_byte = float(self.dram_energy_per_byte)
+        spec.shared_cache_energy_per_byte = float(self.shared_cache_energy_per_byte)
         spec.overhead = float(self.overhead)
         spec.compute_efficiency = [self.compute_efficiency[c] for c in OP_CLASSES]
         # conv1x1, per-regime overheads and reorders are applied in Python.
@@ -394,7 +430,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v19"
+_LIBRARY_KEY = "host-v20"
 
 
 def _user_cache_dir() -> Path:

@@ -62,7 +62,9 @@ class CostReport(Table):
     Rows are the layers the runtime executes (fused ops). Columns: ``layer``,
     ``nodes``, ``op``, ``op_class``, ``precision``, ``macs``, ``flops`` (=
     2·MACs), ``other_ops``, ``params``, ``weight_bytes``, ``input_bytes``,
-    ``output_bytes``, ``bytes``, ``dram_bytes``, ``intensity`` (operations per
+    ``output_bytes``, ``bytes``, ``dram_bytes`` (bytes moved to or from DRAM,
+    re-reads included), ``shared_cache_bytes`` (bytes a shared cache level
+    serves instead, see :class:`Device`), ``intensity`` (operations per
     byte moved), ``lane_use`` (share of the device's vector lanes the layer's
     channels fill; compute is priced on the padded vectors), ``bound`` (the
     classic roofline label: below the ridge point with DRAM bandwidth is
@@ -182,18 +184,23 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     # streams).
     touched = 0.0
     written_at: Dict[str, float] = {}   # activation -> `touched` just after its producer
+
+    def still_cached(data_in, capacity: float) -> bool:
+        return bool(data_in) and all(
+            t in written_at and touched - written_at[t] + low.infos[t].size * act_bytes
+            <= capacity * _REUSE_SHARE for t in data_in)
+
+    shared = dev.shared_cache_bytes if dev.has_shared_cache else 0.0
     counts = []
     for layer in layers:
         data_in = [t for t in layer.inputs if t not in low.model.initializers]
-        in_cache = bool(data_in) and all(
-            t in written_at and touched - written_at[t] + low.infos[t].size * act_bytes
-            <= dev.cache_bytes * _REUSE_SHARE for t in data_in)
         counts.append(_core.LayerCounts(
             OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision),
             float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes),
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
-            float(layer.output_bytes), in_cache, total_weights <= dev.cache_bytes / 2,
-            float(layer.weight_reads)))
+            float(layer.output_bytes), still_cached(data_in, dev.cache_bytes),
+            total_weights <= dev.cache_bytes / 2, float(layer.weight_reads),
+            still_cached(data_in, shared), total_weights <= shared / 2))
         touched += layer.weight_traffic + layer.output_bytes
         written_at.update((t, touched) for t in layer.outputs)
     # The C++ core prices raw roofline terms (efficiencies 1, no overhead);
@@ -256,7 +263,8 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "macs": layer.macs, "flops": 2 * layer.macs, "other_ops": layer.other_ops, "ops": ops,
         "params": layer.params, "weight_bytes": layer.weight_bytes,
         "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes, "bytes": moved,
-        "dram_bytes": c.dram_bytes, "intensity": intensity, "bound": bound,
+        "dram_bytes": c.dram_bytes, "shared_cache_bytes": c.shared_cache_bytes,
+        "intensity": intensity, "bound": bound,
         "lane_use": _lane_use(layer.lane_channels, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,

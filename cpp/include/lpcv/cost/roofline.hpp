@@ -30,13 +30,18 @@ constexpr int kOpClasses = static_cast<int>(OpClass::count);
 struct DeviceSpec {
   std::array<double, kPrecisions> peak_flops{};     ///< 0: not supported
   std::array<double, kPrecisions> energy_per_mac{}; ///< J per multiply-add
-  double cache_bytes = 0;        ///< last-level cache capacity
+  double cache_bytes = 0;        ///< capacity of the cache next to the cores
   double cache_bandwidth = 0;    ///< B/s between cache and cores
+  /// A second, larger cache level between that cache and DRAM (a shared
+  /// L3); 0 (or no more than cache_bytes): none.
+  double shared_cache_bytes = 0;
+  double shared_cache_bandwidth = 0;  ///< B/s from it; > 0 when it exists
   double dram_bandwidth = 0;     ///< B/s, reading
   /// DRAM time of a written byte relative to a read one: write-allocate
   /// caches read a line before overwriting it, then write it back.
   double dram_write_cost = 1;
   double cache_energy_per_byte = 0;  ///< J/B
+  double shared_cache_energy_per_byte = 0;  ///< J/B
   double dram_energy_per_byte = 0;   ///< J/B
   double overhead = 0;           ///< s per primitive
   std::array<double, kOpClasses> compute_efficiency{};  ///< (0, 1]
@@ -54,6 +59,8 @@ struct LayerCounts {
   double output_bytes = 0;  ///< activations written
   bool input_in_cache = false;   ///< producer's output still cached
   bool weights_in_cache = false; ///< all weights of the model fit in cache
+  bool input_in_shared_cache = false;   ///< the same, for the shared level
+  bool weights_in_shared_cache = false; ///< the same, for the shared level
   /// Times the layer streams its weights (a convolution with one output
   /// position per image reads them once per image); re-reads come from the
   /// cache when the weights fit in half of it, from DRAM otherwise.
@@ -65,9 +72,12 @@ struct LayerCost {
   double flops = 0;         ///< 2·MACs + other ops
   double bytes = 0;         ///< all bytes moved (weights + activations)
   double dram_bytes = 0;    ///< of which from/to DRAM (cache model)
+  double shared_cache_bytes = 0;  ///< of which from/to the shared cache level
   double intensity = 0;     ///< FLOPs per byte moved
   double compute_time = 0;  ///< s
-  double memory_time = 0;   ///< s: dram_time + cached bytes at the cache bandwidth
+  /// s: dram_time + cached bytes at the cache bandwidth + shared-level
+  /// bytes at its bandwidth
+  double memory_time = 0;
   double dram_time = 0;     ///< s: of which DRAM traffic, at the DRAM bandwidth × efficiency
   double latency = 0;       ///< max(compute, memory) + overhead, s
   double compute_energy = 0;  ///< J
