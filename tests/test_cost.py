@@ -724,7 +724,6 @@ def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypat
     import lpcv.cost._host as host
     events = []
     figures = {"fp32": 1e11, "int8": 4e11, "dram": 2e10, "cache_bw": 5e10,
-               "shared_bytes": 16 * 2 ** 20, "shared_bw": 3e10,
                "overhead": 2e-6, "run_overhead": 5e-6}
 
     def fake_figures(threads):
@@ -743,14 +742,8 @@ def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypat
     dev = host.measure_host(threads=2, between_passes=lambda: events.append("hook"))
     assert events == ["micro", "hook", "layers"] * host._CALIBRATION_PASSES
     assert dev.threads == 2 and dev.peak_flops["fp32"] == 1e11
-    assert dev.shared_cache_bytes == 16 * 2 ** 20 and dev.shared_cache_bandwidth == 3e10
-    # A shared level measured faster than the private caches (a noisy copy)
-    # is held to their bandwidth; none measured, none kept.
-    figures.update(shared_bw=9e10)
-    assert host.measure_host(threads=2).shared_cache_bandwidth == 5e10
-    figures.update(shared_bytes=0.0, shared_bw=0.0)
-    dev = host.measure_host(threads=2)
-    assert not dev.has_shared_cache and dev.shared_cache_bandwidth is None
+    # The shared last-level cache is left out (see _host._cache_bytes).
+    assert not dev.has_shared_cache
 
 
 def test_repriced_keeps_the_measurements_and_takes_the_new_predictions():
@@ -913,44 +906,3 @@ def test_device_rejects_bad_shared_cache_figures():
     dev = _with_l3(good)
     assert dev.has_shared_cache and not good.has_shared_cache
     assert Device.from_dict(json.loads(json.dumps(dev.to_dict()))) == dev
-
-
-@pytest.mark.parametrize("bandwidths,capacity", [
-    ([40, 38, 33, 20, 15], 32), ([40, 30, 20, 15, 14], 16), ([40, 12, 30, 15, 14], 8),
-    ([40, 40, 40, 40, 40], 128), ([14, 14, 14, 14, 14], 0), ([], 0)])
-def test_shared_cache_capacity_is_the_last_footprint_served_halfway_from_dram(bandwidths,
-                                                                            capacity):
-    from lpcv.cost._host import shared_cache_capacity
-    # DRAM copies at 14 GB/s: halfway to 40 is 27; a footprint that falls
-    # below ends the level even when a later (noisy) one is fast again.
-    footprints = [8, 16, 32, 64, 128][:len(bandwidths)]
-    assert shared_cache_capacity(footprints, [b * 1e9 for b in bandwidths], 14e9) == capacity
-
-
-def _fake_sysfs(root, caches):
-    for i, (level, kind, size) in enumerate(caches):
-        d = root / f"index{i}"
-        d.mkdir(parents=True)
-        (d / "level").write_text(f"{level}\n")
-        (d / "type").write_text(f"{kind}\n")
-        (d / "size").write_text(f"{size}\n")
-    return str(root)
-
-
-def test_cache_sizes_come_from_sysfs(tmp_path):
-    from lpcv.cost._host import _sysfs_cache_bytes, shared_cache_figures
-    root = _fake_sysfs(tmp_path / "a", [(1, "Data", "48K"), (1, "Instruction", "32K"),
-                                        (2, "Unified", "2048K"), (3, "Unified", "105M")])
-    assert _sysfs_cache_bytes(1, root) == 48 * 1024
-    assert _sysfs_cache_bytes(2, root) == 2 * 2 ** 20
-    assert _sysfs_cache_bytes(3, root) == 105 * 2 ** 20
-    assert _sysfs_cache_bytes(4, root) == 0
-    assert _sysfs_cache_bytes(2, str(tmp_path / "missing")) == 0
-    broken = _fake_sysfs(tmp_path / "b", [(2, "Unified", "lots")])
-    assert _sysfs_cache_bytes(2, broken) == 0
-    # No level 3, or one not larger than twice the private caches: no
-    # shared level is measured (and no copy is run).
-    none = _fake_sysfs(tmp_path / "c", [(2, "Unified", "1M")])
-    assert shared_cache_figures(2, 2 ** 21, 1e10, none) == {"shared_bytes": 0.0, "shared_bw": 0.0}
-    tight = _fake_sysfs(tmp_path / "d", [(2, "Unified", "1M"), (3, "Unified", "4M")])
-    assert shared_cache_figures(2, 2 ** 21, 1e10, tight)["shared_bytes"] == 0.0

@@ -57,17 +57,17 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   and its gap per layer after the first (what a whole run spends between
   and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks, and the shared level's bandwidth and the largest copy
-  it still serves at least halfway from DRAM's speed to its own (fastest repeats; peaks and bandwidths the best of five
-  measurements spread over the calibration, fixed costs their median) and
-  fits the reorder cost on measured conversions, then each regime's
-  efficiencies, overlap, fixed cost (at most the time of the regime's
-  fastest layer) and cross-core cost on the measured layers of networks that
-  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
-  median repeat within a pass (a run takes each layer's typical time, not
-  its fastest) and its median over five passes spread over two to three
-  minutes; last, the gap per layer, so the predicted whole runs of those
-  networks match their measured ones (median over the same passes);
+  micro-benchmarks (of the private caches only, no shared level; fastest
+  repeats; peaks and bandwidths the best of five measurements spread over the
+  calibration, fixed costs their median) and fits the reorder cost on measured
+  conversions, then each regime's efficiencies, overlap, fixed cost (at most
+  the time of the regime's fastest layer) and cross-core cost on the measured
+  layers of networks that ``bench/cost_fidelity.py`` does not validate on,
+  each layer timed by its median repeat within a pass (a run takes each
+  layer's typical time, not its fastest) and its median over five passes
+  spread over two to three minutes; last, the gap per layer, so the predicted
+  whole runs of those networks match their measured ones (median over the same
+  passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that
   + DRAM bytes (read and written) · DRAM energy/byte + cached bytes · cache
