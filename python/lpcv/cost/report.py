@@ -191,6 +191,8 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
             <= capacity * _REUSE_SHARE for t in data_in)
 
     shared = dev.shared_cache_bytes if dev.has_shared_cache else 0.0
+    # Without a shared level its flags are never read: skip the second walk.
+    in_shared = still_cached if shared else (lambda data_in, capacity: False)
     counts = []
     for layer in layers:
         data_in = [t for t in layer.inputs if t not in low.model.initializers]
@@ -200,7 +202,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
             float(layer.output_bytes), still_cached(data_in, dev.cache_bytes),
             total_weights <= dev.cache_bytes / 2, float(layer.weight_reads),
-            still_cached(data_in, shared), total_weights <= shared / 2))
+            in_shared(data_in, shared), total_weights <= shared / 2))
         touched += layer.weight_traffic + layer.output_bytes
         written_at.update((t, touched) for t in layer.outputs)
     # The C++ core prices raw roofline terms (efficiencies 1, no overhead);
