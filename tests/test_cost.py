@@ -828,6 +828,8 @@ def test_shared_cache_level_serves_what_misses_the_near_cache():
     row = profile(m, dev).rows[0]
     reads, writes, cached = row["input_bytes"], row["output_bytes"], row["weight_bytes"]
     assert row["dram_bytes"] == reads and row["shared_cache_bytes"] == writes
+    total = profile(m, dev).total
+    assert total.dram_bytes == reads and total.shared_cache_bytes == writes
     dram = reads / dev.dram_bandwidth / dev.memory_efficiency["conv1x1"]
     assert row["dram_ms"] == pytest.approx(dram * 1e3)
     assert row["memory_ms"] == pytest.approx(
@@ -840,6 +842,7 @@ def test_shared_cache_level_serves_what_misses_the_near_cache():
     # output, changes nothing.
     plain = profile(m, near).rows[0]
     assert plain["shared_cache_bytes"] == 0 and plain["dram_bytes"] == reads + writes
+    assert profile(m, near).total.shared_cache_bytes == 0
     for capacity in (2.5 * 2 ** 20, 6 * 2 ** 20):
         same = profile(m, _with_l3(near, capacity)).rows[0]
         assert same["dram_bytes"] == plain["dram_bytes"]

@@ -32,6 +32,7 @@ class ModelCost:
     weight_bytes: int
     activation_bytes: int  # read + written by all layers
     dram_bytes: float
+    shared_cache_bytes: float  # served by the device's shared cache level instead of DRAM
     latency: float         # s, sum of layer latencies + the device's per-inference
     #                        overhead + its gap between consecutive layers
     energy: float          # J
@@ -224,6 +225,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         weight_bytes=total_weights,
         activation_bytes=sum(r["input_bytes"] + r["output_bytes"] for r in rows),
         dram_bytes=sum(r["dram_bytes"] for r in rows),
+        shared_cache_bytes=sum(r["shared_cache_bytes"] for r in rows),
         latency=(sum(r["latency_ms"] for r in rows) * 1e-3 + dev.run_overhead
                  + max(len(rows) - 1, 0) * dev.layer_gap),
         energy=sum(c.compute_energy + c.memory_energy for c in costs),
