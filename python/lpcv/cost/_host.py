@@ -105,23 +105,20 @@ WHOLE_RUN = "<whole run>"
 def layer_times(model: Model, batch: int, threads: int,
                 flops_per_repeat: float = 1e10) -> Dict[str, Tuple[float, float]]:
     """Measured (time, layout-conversion time) of every layer of ``model``, in
-    seconds, and under ``WHOLE_RUN`` the whole inference: medians over
-    rounds that time every layer once and then the whole model once
-    (:func:`~lpcv.cost.validate.interleaved_times`, as :func:`validate`
-    measures). A whole run is the sum of its layers' typical times, not of
-    their fastest ones; interleaved, both see the same spells of the
-    machine's speed, which the per-layer gap fitted on them relies on.
-    Repeated runs belong to :func:`calibration_times`, spread over minutes."""
+    seconds: medians over the repeats of one :meth:`Session.profile` run (a
+    whole run is the sum of its layers' typical times, not of their fastest
+    ones), and under ``WHOLE_RUN`` the median whole inference
+    (:meth:`Session.benchmark`, as many runs). Repeated runs belong to
+    :func:`calibration_times`, spread over minutes."""
     from ..runtime import Session
     from .report import profile
-    from .validate import interleaved_times
     # Operation counts do not depend on the device.
     flops = profile(model, "x86-avx512-core", batch).total.flops
-    rounds = int(np.clip(flops_per_repeat / max(flops, 1), 3, 30))
-    steps, whole = interleaved_times(Session(model, batch_size=batch, threads=threads), rounds)
-    times = {node: tuple(float(v) for v in np.median(np.array(ts), axis=0))
-             for node, ts in steps.items()}
-    times[WHOLE_RUN] = (float(np.median(whole)), 0.0)
+    repeats = int(np.clip(flops_per_repeat / max(flops, 1), 3, 30))
+    sess = Session(model, batch_size=batch, threads=threads)
+    times = {r["node"]: (r["time_ms"] * 1e-3, r["reorder_ms"] * 1e-3)
+             for r in sess.profile(repeats=repeats, warmup=2).rows}
+    times[WHOLE_RUN] = (sess.benchmark(runs=repeats, warmup=1).median, 0.0)
     return times
 
 

@@ -430,7 +430,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v20"
+_LIBRARY_KEY = "host-v19"
 
 
 def _user_cache_dir() -> Path:

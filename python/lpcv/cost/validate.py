@@ -207,26 +207,15 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
         raise ValidationError(f"repeats must be a positive int, got {repeats!r}")
     rep = profile(model, device, batch_size)
     sess = Session(model, batch_size=batch_size, threads=threads)
-    steps, whole = interleaved_times(sess, 2 * int(repeats))
-    measured = {node: float(np.median([t for t, _ in ts])) * 1e3 for node, ts in steps.items()}
-    return _compare(model, rep, measured, float(np.median(whole)), tolerance)
-
-
-def interleaved_times(sess, rounds: int):
-    """Timings of ``sess`` (a :class:`lpcv.Session`) in ``rounds`` rounds,
-    each timing every step once (the plan executed step by step) and then
-    the whole model once, on the same input arrays: per step, a list of
-    (time, layout-conversion time) in seconds, one per round; and the list
-    of whole-run times. Interleaving makes steps and whole runs see the same
-    spells of a shared machine's speed (see :func:`validate`)."""
-    feeds = sess._default_feeds(None)
-    steps: dict = {}
-    whole = []
-    for i in range(rounds):
+    feeds = sess._default_feeds(None)   # the same arrays in every round
+    layer_times: dict = {}
+    whole_times = []
+    for i in range(2 * int(repeats)):
         for r in sess.profile(repeats=1, warmup=2 if i == 0 else 0, feeds=feeds).rows:
-            steps.setdefault(r["node"], []).append((r["time_ms"] * 1e-3, r["reorder_ms"] * 1e-3))
-        whole.append(sess.benchmark(runs=1, warmup=0, feeds=feeds).median)
-    return steps, whole
+            layer_times.setdefault(r["node"], []).append(r["time_ms"])
+        whole_times.append(sess.benchmark(runs=1, warmup=0, feeds=feeds).median)
+    measured = {node: float(np.median(ts)) for node, ts in layer_times.items()}
+    return _compare(model, rep, measured, float(np.median(whole_times)), tolerance)
 
 
 def _relative_error(predicted: float, measured: float) -> float:
