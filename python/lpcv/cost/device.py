@@ -249,16 +249,12 @@ class Device:
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
                 raise ValidationError(f"Device.{f} must be a positive finite number, got {v!r}")
-        if self.reorder_bandwidth is not None:
-            v = self.reorder_bandwidth
-            if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-                raise ValidationError(f"Device.reorder_bandwidth must be a positive finite "
-                                      f"number or None, got {v!r}")
-        if self.shared_cache_bandwidth is not None:
-            v = self.shared_cache_bandwidth
-            if not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-                raise ValidationError(f"Device.shared_cache_bandwidth must be a positive finite "
-                                      f"number or None, got {v!r}")
+        for f in ("reorder_bandwidth", "shared_cache_bandwidth"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, (int, float)) or not v > 0
+                                  or v == float("inf")):
+                raise ValidationError(f"Device.{f} must be a positive finite number or None, "
+                                      f"got {v!r}")
         v = self.dram_write_cost
         if not isinstance(v, (int, float)) or not 1.0 <= v <= 4.0:
             raise ValidationError(f"Device.dram_write_cost must be in [1, 4], got {v!r}")
