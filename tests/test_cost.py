@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -787,8 +788,17 @@ def test_from_host_measures_this_machine(host_device):
     assert "oneDNN" in dev.description
     # Calibrated on other networks, the prediction for a held-out reference
     # model lands near what this machine measures (loose: shared machines
-    # vary by tens of percent from minute to minute).
-    v = lpcv.cost.validate(lpcv.zoo.reference("fmnist-resnet"), dev, repeats=10)
+    # vary by tens of percent from minute to minute). Three validations a
+    # few seconds apart, combined by their median: one made inside a stall
+    # of the VM (seen on CI: every layer and the whole run 27x slower for
+    # the length of one call) does not decide the outcome.
+    model = lpcv.zoo.reference("fmnist-resnet")
+    runs = []
+    for i in range(3):
+        if i:
+            time.sleep(2.0)
+        runs.append(lpcv.cost.validate(model, dev, repeats=10))
+    v = lpcv.cost.ValidationReport.combine(runs)
     assert 0.4 < v.predicted_total / v.measured_total < 2.5, v.summary()
     assert v.kendall_tau > 0.3, v.summary()
 
