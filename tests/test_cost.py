@@ -789,16 +789,18 @@ def test_from_host_measures_this_machine(host_device):
     # Calibrated on other networks, the prediction for a held-out reference
     # model lands near what this machine measures (loose: shared machines
     # vary by tens of percent from minute to minute). Three validations a
-    # few seconds apart, combined by their median: one made inside a stall
-    # of the VM (seen on CI: every layer and the whole run 27x slower for
-    # the length of one call) does not decide the outcome.
+    # few seconds apart, each time taken from the fastest of them: a stall
+    # of the VM only ever adds time (seen on CI: every layer and the whole
+    # run 27x slower for one call; another time, whole runs 2.3x slower for
+    # all three calls of a minute while the layers were not), and the bounds
+    # are far wider than the 10-15 % between fastest and typical speed.
     model = lpcv.zoo.reference("fmnist-resnet")
     runs = []
     for i in range(3):
         if i:
             time.sleep(2.0)
         runs.append(lpcv.cost.validate(model, dev, repeats=10))
-    v = lpcv.cost.ValidationReport.combine(runs)
+    v = lpcv.cost.ValidationReport.combine(runs, statistic="fastest")
     assert 0.4 < v.predicted_total / v.measured_total < 2.5, v.summary()
     assert v.kendall_tau > 0.3, v.summary()
 
