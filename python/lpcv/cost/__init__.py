@@ -26,9 +26,13 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   cache level beyond that cache (``Device.shared_cache_bytes``, an L3)
   applies the same rules again at the shared level's capacity, and the
   bytes that miss the near cache but not the shared level come from the
-  shared level instead of DRAM;
+  shared level instead of DRAM; an element-wise layer that overwrites its
+  cached input (the runtime runs them in place when the input has no later
+  reader) moves no bytes for its writes;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
-  ones and concatenations apart from other data movement (``REGIMES``);
+  ones, concatenations apart from other data movement and, among them,
+  those with inputs in different layouts (oneDNN's reference kernel), and
+  global poolings apart from windowed ones (``REGIMES``);
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for
@@ -57,17 +61,19 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   and its gap per layer after the first (what a whole run spends between
   and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks (of the private caches only, no shared level; fastest
-  repeats; peaks and bandwidths the best of five measurements spread over the
-  calibration, fixed costs their median) and fits the reorder cost on measured
-  conversions, then each regime's efficiencies, overlap, fixed cost (at most
-  the time of the regime's fastest layer) and cross-core cost on the measured
-  layers of networks that ``bench/cost_fidelity.py`` does not validate on,
-  each layer timed by its median repeat within a pass (a run takes each
-  layer's typical time, not its fastest) and its median over five passes
-  spread over two to three minutes; last, the gap per layer, so the predicted
-  whole runs of those networks match their measured ones (median over the same
-  passes);
+  micro-benchmarks, and the shared level's bandwidth and the largest copy
+  it still serves at least halfway from DRAM's speed to its own (fastest
+  repeats; peaks and cache bandwidths the best of five measurements spread
+  over the calibration; DRAM bandwidth, shared with other tenants, and
+  fixed costs their median) and
+  fits the reorder cost on measured conversions, then each regime's
+  efficiencies, overlap, fixed cost (at most the time of the regime's
+  fastest layer) and cross-core cost on the measured layers of networks that
+  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
+  median repeat within a pass (a run takes each layer's typical time, not
+  its fastest) and its median over five passes spread over two to three
+  minutes; last, the gap per layer, so the predicted whole runs of those
+  networks match their measured ones (median over the same passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that
   + DRAM bytes (read and written) · DRAM energy/byte + cached bytes · cache

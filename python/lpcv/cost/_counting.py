@@ -60,6 +60,7 @@ class LayerCount:
     compute_macs: int = 0     # MACs on real input (padding taps skipped): what the kernel runs
     weight_traffic: int = 0   # weight bytes the kernel reads (taps never on input are skipped)
     lane_channels: int = 0    # channels the kernel spreads over vector lanes (0: none)
+    in_place: bool = False    # writes its output over its first input (the runtime's aliasing)
 
 
 def lower(model: Model, batch_size: int):
@@ -83,7 +84,9 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         dtype = infos[t].dtype
         return infos[t].size * (dtype.itemsize if dtype.kind in "iu" else act_bytes)
 
-    for op, lname, ins, outs, attrs in low.ops:
+    last_use = {name_of[i]: k for k, (_, _, ins, _, _) in enumerate(low.ops) for i in ins if i >= 0}
+    graph_outputs = {v.name for v in low.model.outputs}
+    for step, (op, lname, ins, outs, attrs) in enumerate(low.ops):
         in_names = [name_of[i] for i in ins if i >= 0]
         out_names = [name_of[i] for i in outs if i >= 0]
         out_elems = sum(infos[o].size for o in out_names)
@@ -138,6 +141,8 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
         elif op == "Pool":
             layer.op_class = "pool"
             layer.other_ops = int(out_elems * np.prod(attrs["kernel"], dtype=np.int64))
+            if int(np.prod(infos[out_names[0]].shape[2:], dtype=np.int64)) == 1:
+                layer.regime = "global_pool"
         elif op == "BatchNormalization":
             layer.other_ops = out_elems * _BN_OPS
             weights, data_in = in_names[1:5], [in_names[0]]
@@ -159,6 +164,12 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             layer.weight_bytes += storage_bytes(arr, fmt)["total"]
             if np.issubdtype(arr.dtype, np.floating) or (int8 and arr.dtype.kind in "iu"):
                 layer.params += int(arr.size)
+        # The runtime runs element-wise ops in place when their first input
+        # has the output's shape, is read by no later op and is not a
+        # model output.
+        layer.in_place = (op in ("Eltwise", "Binary", "BatchNormalization") and bool(data_in)
+                          and infos[data_in[0]].size == out_elems
+                          and last_use.get(data_in[0]) == step and data_in[0] not in graph_outputs)
         layer.input_bytes = int(sum(nbytes(t) for t in data_in))
         layer.output_bytes = int(sum(nbytes(t) for t in out_names))
         layer.regime = layer.regime or layer.op_class
@@ -247,6 +258,13 @@ def _predict_reorders(low, layers: List[LayerCount], nbytes) -> None:
             if data_in and int(np.prod(low.infos[data_in[0]].shape[2:], dtype=np.int64)) > 1:
                 convert(layer, data_in[:1], "plain")
             out = "plain"
+        elif op == "Concat":
+            # Inputs in different layouts leave oneDNN only its reference
+            # concatenation (ShuffleNet's units: a split half and a
+            # convolution's output).
+            if layer is not None and len({layout.get(t, "plain") for t in data_in}) > 1:
+                layer.regime = "concat_mixed"
+            out = first
         elif op in ("Transpose", "Split"):
             # Permutations and splits are reorders themselves and write the
             # plain layout.

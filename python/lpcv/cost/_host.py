@@ -14,30 +14,80 @@ from .device import Device, _cpu_model
 _MB = 1024 * 1024
 
 
-def _cache_bytes(threads: int) -> float:
-    """Private (level-2) cache of the cores used, from sysfs; 1 MiB per core if unknown.
-
-    The shared last-level cache is left out on purpose (no
-    ``Device.shared_cache_bytes``): on servers and VMs it is shared with
-    other tenants, so a model cannot count on it. Measured: on this
-    project's host (a VM, 105 MB L3), oneDNN copies stay in it up to a 16
-    MiB footprint at 39-42 GB/s (2 transfers per byte), and pricing that
-    level changed the fidelity bench only within its noise (refits on three
-    bench data sets: layers within ±20 % -0.4 to +0.9 points, models
-    within ±10 % -3 to +3 points, one model in 32).
-    """
-    per_core = 0.0
-    for folder in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+def _sysfs_cache_bytes(level: int, root: str = "/sys/devices/system/cpu/cpu0/cache") -> float:
+    """Size of cpu0's data or unified cache of ``level`` from sysfs, bytes; 0 if unknown."""
+    size = 0.0
+    for folder in glob.glob(os.path.join(root, "index*")):
         try:
-            level = int(open(os.path.join(folder, "level")).read())
+            found = int(open(os.path.join(folder, "level")).read())
             kind = open(os.path.join(folder, "type")).read().strip()
             text = open(os.path.join(folder, "size")).read().strip().upper()
         except (OSError, ValueError):
             continue
-        if level == 2 and kind in ("Unified", "Data"):
+        if found == level and kind in ("Unified", "Data"):
             mult = {"K": 1024, "M": _MB, "G": 1024 * _MB}.get(text[-1], 1)
-            per_core = float(text.rstrip("KMG")) * mult
-    return (per_core or float(_MB)) * threads
+            try:
+                size = float(text.rstrip("KMG")) * mult
+            except ValueError:
+                continue
+    return size
+
+
+def _cache_bytes(threads: int) -> float:
+    """Private (level-2) cache of the cores used, from sysfs; 1 MiB per core if unknown.
+
+    The shared last-level cache is measured apart (:func:`shared_cache_figures`):
+    on servers and VMs other tenants use it too, so only what a copy
+    measurably keeps in it counts.
+    """
+    return (_sysfs_cache_bytes(2) or float(_MB)) * threads
+
+
+def shared_cache_capacity(footprints, bandwidths, dram_bandwidth: float) -> float:
+    """The largest copy footprint still served by a shared cache level.
+
+    ``bandwidths`` are copy bandwidths at growing ``footprints`` (source +
+    destination bytes), the first inside the shared level; a footprint is
+    still served while its bandwidth stays at least halfway from
+    ``dram_bandwidth`` (the same copy out of DRAM) to the first one. 0 when
+    the first is no faster than DRAM (no usable shared level).
+    """
+    footprints, bandwidths = np.asarray(footprints, float), np.asarray(bandwidths, float)
+    if footprints.size == 0 or bandwidths[0] <= dram_bandwidth:
+        return 0.0
+    served = bandwidths >= (bandwidths[0] + dram_bandwidth) / 2
+    # The first footprint that falls below ends the level (a later, noisy
+    # fast one does not bring it back).
+    ends = np.flatnonzero(~served)
+    last = ends[0] - 1 if ends.size else footprints.size - 1
+    return float(footprints[last]) if last >= 0 else 0.0
+
+
+def shared_cache_figures(threads: int, private_bytes: float, dram_copy_bandwidth: float,
+                         root: str = "/sys/devices/system/cpu/cpu0/cache") -> Dict[str, float]:
+    """Capacity (bytes) and bandwidth (bytes/s) of the shared cache level
+    beyond the private caches, measured with oneDNN copies of footprints
+    doubling from twice the private caches up to the level's size in sysfs
+    (both 0 when sysfs shows no larger level). Copy bandwidths count two
+    transfers per byte, as the private cache's do, and so must
+    ``dram_copy_bandwidth``, the same copy out of DRAM."""
+    level = _sysfs_cache_bytes(3, root)
+    if level <= 2 * private_bytes:
+        return {"shared_bytes": 0.0, "shared_bw": 0.0}
+
+    def copy_bandwidth(footprint: float) -> float:
+        half = int(footprint / 2)
+        repeats = int(np.clip(512 * _MB / footprint, 3, 50))
+        return 2 * half / _core.time_copy(half, repeats, threads)
+
+    footprints = []
+    f = 2 * private_bytes
+    while f <= level:
+        footprints.append(f)
+        f *= 2
+    bandwidths = [copy_bandwidth(f) for f in footprints]
+    return {"shared_bytes": shared_cache_capacity(footprints, bandwidths, dram_copy_bandwidth),
+            "shared_bw": bandwidths[0]}
 
 
 def _vector_lanes(cpuinfo: str = "/proc/cpuinfo") -> int:
@@ -313,19 +363,24 @@ def host_figures(threads: int) -> Dict[str, float]:
                for n in (1024, 2048))
     # A copy reads the source, and reads then writes back the destination
     # (write-allocate): 3 transfers per byte, writes costing two reads.
-    dram = 3 * 256 * _MB / _core.time_copy(256 * _MB, 5, threads)
+    dram_copy = _core.time_copy(256 * _MB, 5, threads)
+    dram = 3 * 256 * _MB / dram_copy
     cache = _cache_bytes(threads)
     # Source and destination together fill half the private caches.
     cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 50, threads)
     return {"fp32": fp32, "int8": int8, "dram": dram, "cache_bw": max(cache_bw, dram),
+            **shared_cache_figures(threads, cache, 2 * 256 * _MB / dram_copy),
             "overhead": _core.time_tiny_primitive(20, threads),
             "run_overhead": run_overhead(threads)}
 
 
-#: Figures of :func:`host_figures` that are throughputs: a neighbour's load
-#: only ever lowers them, so the best of the spread measurements is the
-#: machine's. The fixed costs keep their median, like the layers' times.
-_THROUGHPUTS = ("fp32", "int8", "dram", "cache_bw")
+#: Figures of :func:`host_figures` that are throughputs of the cores and
+#: their caches: a neighbour's load only ever lowers them, so the best of the
+#: spread measurements is the machine's. DRAM bandwidth is shared with the
+#: other tenants and moves both ways (on a 2-vCPU EPYC VM: 65-67 GB/s in four
+#: of five measurements, 123 GB/s in one), so it keeps its median, like the
+#: fixed costs and the layers' times.
+_THROUGHPUTS = ("fp32", "int8", "cache_bw", "shared_bw")
 
 
 def combine_figures(runs: List[Dict[str, float]]) -> Dict[str, float]:
@@ -359,11 +414,26 @@ def measure_host(threads: int, progress: bool = False, between_passes=None) -> D
     # fused post-ops), not on synthetic single layers.
     times = calibration_times(threads, _CALIBRATION_PASSES, steps, micro_benchmarks)
     steps.close()
+    return fit_host(runs, times, threads)
+
+
+def fit_host(runs: List[Dict[str, float]],
+             times: Dict[Tuple[str, int], Dict[str, Tuple[float, float]]],
+             threads: int) -> Device:
+    """The host's Device from its micro-benchmark ``runs``
+    (:func:`host_figures`) and the calibration networks' measured ``times``
+    (:func:`calibration_times`): the measuring and the fitting apart, so a
+    fit can be repeated on kept measurements."""
     f = combine_figures(runs)
     base = Device(
         name="host", peak_flops={"fp32": f["fp32"], "int8": f["int8"]},
         dram_bandwidth=f["dram"], cache_bytes=_cache_bytes(threads),
         cache_bandwidth=f["cache_bw"], overhead=f["overhead"],
+        # The shared level's capacity keeps its median, like a fixed cost:
+        # a neighbour's load can move it either way.
+        shared_cache_bytes=f["shared_bytes"],
+        shared_cache_bandwidth=(min(max(f["shared_bw"], f["dram"]), f["cache_bw"])
+                                if f["shared_bytes"] > 0 else None),
         # Written bytes priced like read ones: with 2 (write-allocate), the
         # large outputs oneDNN's convolutions write at batch 16 were predicted
         # up to 2x too slow (VGG-16's first layer writes 205 MB in 18 ms), and

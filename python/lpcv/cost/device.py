@@ -41,12 +41,16 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "binary")
 OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "eltwise", "data")
 #: Regimes the latency model prices separately: the op classes plus 1×1
 #: (pointwise) convolutions, which stream activations where k×k ones reuse
-#: them, and concatenations, which gather channel slices of channels-last
-#: tensors (a strided copy, several times slower per byte than a plain one).
-#: A device without figures for a regime uses those of its parent
-#: (``REGIME_PARENTS``).
-REGIMES = OP_CLASSES + ("conv1x1", "concat")
-REGIME_PARENTS = MappingProxyType({"conv1x1": "conv", "concat": "data"})
+#: them; concatenations, which gather channel slices of channels-last
+#: tensors (a strided copy, several times slower per byte than a plain one),
+#: and among them those whose inputs come in different layouts, for which
+#: oneDNN has only its reference kernel (half the speed again); and global
+#: poolings (one output position per image), a plain reduction, apart from
+#: windowed ones. A device without figures for a regime uses those of its
+#: parent (``REGIME_PARENTS``; parents come before their children).
+REGIMES = OP_CLASSES + ("conv1x1", "concat", "concat_mixed", "global_pool")
+REGIME_PARENTS = MappingProxyType({"conv1x1": "conv", "concat": "data",
+                                   "concat_mixed": "concat", "global_pool": "pool"})
 
 _PJ = 1e-12
 
@@ -287,8 +291,9 @@ class Device:
         """Fixed seconds of one primitive of ``regime`` (see ``REGIMES``)."""
         if regime not in REGIMES:
             raise ValidationError(f"regime must be one of {REGIMES}, got {regime!r}")
-        parent = self.class_overhead.get(REGIME_PARENTS.get(regime, regime), self.overhead)
-        return self.class_overhead.get(regime, parent)
+        while regime not in self.class_overhead and regime in REGIME_PARENTS:
+            regime = REGIME_PARENTS[regime]
+        return self.class_overhead.get(regime, self.overhead)
 
     def layer_latency(self, regime: str, compute: float, memory: float,
                       reorder_bytes: float = 0.0, cross_core_bytes: float = 0.0) -> float:
@@ -426,7 +431,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v19"
+_LIBRARY_KEY = "host-v21"
 
 
 def _user_cache_dir() -> Path:
