@@ -490,7 +490,9 @@ def test_host_fit_recovers_known_parameters():
     from lpcv.cost._host import fit_samples
     rng = np.random.default_rng(1)
     # (compute eff., memory eff., overlap, fixed cost, cross-core s/byte)
-    truth = {"conv": (0.8, 0.5, 0.3, 4e-6, 0.0), "depthwise": (0.2, 0.9, 0.0, 2e-6, 1 / 20e9)}
+    truth = {"conv": (0.8, 0.5, 0.3, 4e-6, 0.0), "depthwise": (0.2, 0.9, 0.0, 2e-6, 1 / 20e9),
+             "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0)}
+    pass_cost = 0.6e-6   # per image after the first, conv_per_image only
     samples = []
     for regime, (ce, me, beta, ov, x) in truth.items():
         for k in range(60):
@@ -504,11 +506,15 @@ def test_host_fit_recovers_known_parameters():
             dram = m * rng.choice([0.0, 0.5, 1.0])
             mem = dram / me + (m - dram)
             hi, lo = max(c / ce, mem), min(c / ce, mem)
+            passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
             samples.append({"regime": regime, "compute": c, "memory": m, "dram": dram,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
-                            "time": hi + beta * lo + ov + reorder + x * cross,
+                            "image_passes": passes,
+                            "time": hi + beta * lo + ov + reorder + x * cross
+                            + passes * pass_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
     fit = fit_samples(samples, cache_bandwidth=5e10)
+    assert fit["image_pass_cost"] == pytest.approx(pass_cost, rel=0.2)
     for regime, (ce, me, beta, ov, x) in truth.items():
         assert fit["compute_efficiency"][regime] == pytest.approx(ce, rel=0.1)
         assert fit["memory_efficiency"][regime] == pytest.approx(me, rel=0.1)
@@ -1037,3 +1043,28 @@ def test_an_in_place_layer_on_a_cached_input_moves_no_bytes_for_its_writes():
     # broadcast one first it writes a new tensor.
     assert [c.in_place for m in (se("h", "g"), se("g", "h"))
             for c in count_layers(lower(m, 1)) if c.name == "scale"] == [True, False]
+
+
+def test_per_image_convolutions_pay_a_fixed_cost_per_extra_image():
+    # A squeeze-excite convolution runs one matrix-vector product per image:
+    # its own regime, and image_pass_cost once per image after the first.
+    dev = Device.preset("rpi4")
+    cost = dev.replace(image_pass_cost=2e-6)
+    for batch in (1, 8):
+        m = _squeeze_excite_conv(64, 16, batch)
+        plain, priced = (profile(m, d, batch).rows[1] for d in (dev, cost))
+        assert plain["regime"] == priced["regime"] == "conv_per_image"
+        assert priced["weight_reads"] == batch
+        assert priced["latency_ms"] - plain["latency_ms"] == pytest.approx((batch - 1) * 2e-3)
+    # A convolution with spatial work is not per image and pays nothing.
+    conv = _conv_model([(16, 3, 1)], hw=16)
+    assert [r["latency_ms"] for r in profile(conv, dev, 8).rows] == \
+        [r["latency_ms"] for r in profile(conv, cost, 8).rows]
+    assert profile(conv, dev, 8).rows[0]["regime"] != "conv_per_image"
+    # The regime takes conv1x1's figures unless given its own.
+    d = dev.replace(compute_efficiency={"conv1x1": 0.3}, class_overhead={"conv1x1": 5e-6})
+    assert d.compute_efficiency["conv_per_image"] == 0.3
+    assert d.regime_overhead("conv_per_image") == 5e-6
+    for bad in (-1e-6, float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="image_pass_cost"):
+            dev.replace(image_pass_cost=bad)

@@ -230,8 +230,16 @@ def test_threads_limit_holds_for_onednn_primitives():
     sess = lpcv.Session(lpcv.zoo.resnet18(), batch_size=2, threads=1)
     x = {"input": np.random.default_rng(0).standard_normal(sess.input_shape("input"), np.float32)}
     sess.run(x)  # compile outside the timed part
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for _ in range(3):
-        sess.run(x)
-    ratio = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+    def cores_used():
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(3):
+            sess.run(x)
+        return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+    # The fewest of three tries: an idle OpenMP worker of an earlier
+    # two-thread session sometimes burns 30-40 ms of CPU in one try (seen on
+    # a 2-vCPU EPYC VM, ratio 1.3-1.45 one try in three); primitives that
+    # ignored the limit would use two cores in every try.
+    ratio = min(cores_used() for _ in range(3))
     assert ratio < 1.3, f"threads=1 used {ratio:.2f} cores"

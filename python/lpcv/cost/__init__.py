@@ -31,8 +31,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   reader) moves no bytes for its writes;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones, concatenations apart from other data movement and, among them,
-  those with inputs in different layouts (oneDNN's reference kernel), and
-  global poolings apart from windowed ones (``REGIMES``);
+  those with inputs in different layouts (oneDNN's reference kernel),
+  global poolings apart from windowed ones, and convolutions with one output
+  position per image apart from other 1×1 ones (``REGIMES``);
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for
@@ -57,7 +58,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   bandwidth) + input bytes · the regime's cross-core cost when the batch is
   smaller than the device's threads (each primitive then splits single
   images across cores its own way and reads much of its input from another
-  core's cache); the whole model adds the device's per-inference overhead
+  core's cache) + ``Device.image_pass_cost`` per image after the first of a
+  convolution with one output position per image (one small matrix-vector
+  product per image, each with its set-up); the whole model adds the device's per-inference overhead
   and its gap per layer after the first (what a whole run spends between
   and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
@@ -68,7 +71,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   fixed costs their median) and
   fits the reorder cost on measured conversions, then each regime's
   efficiencies, overlap, fixed cost (at most the time of the regime's
-  fastest layer) and cross-core cost on the measured layers of networks that
+  fastest layer), cross-core cost and per-image cost on the measured layers
+  of networks that
   ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
   median repeat within a pass (a run takes each layer's typical time, not
   its fastest) and its median over five passes spread over two to three

@@ -130,6 +130,8 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
                 # streams the weights once per image, with no spatial work
                 # to hide the re-reads behind.
                 layer.weight_reads = int(y[0])
+                if layer.op_class == "conv":
+                    layer.regime = "conv_per_image"
         elif op in ("Gemm", "MatMul"):
             a = infos[in_names[0]].shape
             y = infos[out_names[0]].shape

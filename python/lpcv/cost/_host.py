@@ -187,12 +187,13 @@ def layer_samples(model: Model, batch: int, base: Device,
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
                        class_overhead={}, reorder_overhead=0.0, overlap={},
-                       cross_core_cost={})
+                       cross_core_cost={}, image_pass_cost=0.0)
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
              "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
+             "image_passes": r["weight_reads"] - 1,
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
 
@@ -232,6 +233,8 @@ _OV_GRID = np.concatenate([[0.0], np.geomspace(0.5e-6, 30e-6, 30)])
 _OVERLAP_GRID = np.linspace(0.0, 1.0, 11)
 # Seconds per byte read across cores: none, or 2-200 GB/s.
 _CROSS_GRID = np.concatenate([[0.0], 1 / np.geomspace(200e9, 2e9, 12)])
+# Seconds per extra image of a per-image kernel: none, or 0.05-5 µs.
+_PASS_GRID = np.concatenate([[0.0], np.geomspace(0.05e-6, 5e-6, 16)])
 
 
 def _loss(pred, t):
@@ -265,11 +268,13 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                                   np.array([s["reorder_time"] for s in reorder], float),
                                   cache_bandwidth)
     layers = [s for s in samples if s.get("op") != "Reorder"]
-    arr = {k: np.array([s[k] for s in layers], float)
-           for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes", "time")}
+    arr = {k: np.array([s.get(k, 0.0) for s in layers], float)
+           for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes",
+                     "image_passes", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
+    pass_cost = 0.0
     for r in sorted(set(reg)):
         m = reg == r
         c = arr["compute"][m][:, None, None] / _CE_GRID[None, :, None]
@@ -278,26 +283,31 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         hi, lo = np.maximum(c, mm), np.minimum(c, mm)
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]
+        passes = arr["image_passes"][m][:, None, None]
         # A fixed cost cannot exceed the time of the regime's fastest layer.
         ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
-        best = (np.inf, 0, 0, 0, 0, 0)
-        for x in _CROSS_GRID if cross.any() else _CROSS_GRID[:1]:
-            for b in _OVERLAP_GRID:
-                body = hi + b * lo + reo[m][:, None, None] + x * cross
-                for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
-                    # Ties (flat directions) resolve to the highest efficiencies.
-                    loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
-                    i, j = np.unravel_index(np.argmin(loss), loss.shape)
-                    if loss[i, j] < best[0] - 1e-12:
-                        best = (loss[i, j], i, j, b, ov, x)
-        _, i, j, b, ov, x = best
+        best = (np.inf, 0, 0, 0, 0, 0, 0)
+        # Only per-image kernels (one regime) have extra passes to price.
+        for p in _PASS_GRID if passes.any() else _PASS_GRID[:1]:
+            for x in _CROSS_GRID if cross.any() else _CROSS_GRID[:1]:
+                for b in _OVERLAP_GRID:
+                    body = hi + b * lo + reo[m][:, None, None] + x * cross + p * passes
+                    for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
+                        # Ties (flat directions) resolve to the highest efficiencies.
+                        loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
+                        i, j = np.unravel_index(np.argmin(loss), loss.shape)
+                        if loss[i, j] < best[0] - 1e-12:
+                            best = (loss[i, j], i, j, b, ov, x, p)
+        _, i, j, b, ov, x, p = best
         params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
                      float(x))
+        pass_cost = max(pass_cost, float(p))
     return {"compute_efficiency": {r: p[0] for r, p in params.items()},
             "memory_efficiency": {r: p[1] for r, p in params.items()},
             "overlap": {r: p[2] for r, p in params.items()},
             "class_overhead": {r: p[3] for r, p in params.items()},
             "cross_core_cost": {r: p[4] for r, p in params.items()},
+            "image_pass_cost": pass_cost,
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 

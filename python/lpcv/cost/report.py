@@ -72,7 +72,9 @@ class CostReport(Table):
     ``memory``), ``time_bound`` (which term dominates the predicted latency once
     cache hits are counted), ``compute_ms``, ``memory_ms`` (of which
     ``dram_ms``: DRAM traffic), ``latency_ms``,
-    ``energy_uj``, ``advice``, ``output_shape``.
+    ``energy_uj``, ``advice``, ``output_shape``, ``weight_reads`` (times the
+    kernel streams the weights: once per image for a convolution with one
+    output position per image, else 1).
     """
 
     def __init__(self, rows, device: Device, model_name: str, batch_size: int,
@@ -261,7 +263,8 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     if layer.op == "Reorder":   # a layout conversion alone (in front of a reshape)
         latency = reorder
     else:
-        latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross)
+        latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross,
+                                    layer.weight_reads - 1)
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -279,6 +282,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
+        "weight_reads": layer.weight_reads,
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
