@@ -196,7 +196,7 @@ def layer_samples(model: Model, batch: int, base: Device,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
              "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
-             "image_passes": r["weight_reads"] - 1,
+             "image_passes": r["image_passes"],
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
 
@@ -304,7 +304,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         _, i, j, b, ov, x, p = best
         params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
                      float(x))
-        pass_cost = max(pass_cost, float(p))
+        if passes.any():   # the per-image regime, conv_per_image
+            pass_cost = float(p)
     return {"compute_efficiency": {r: p[0] for r, p in params.items()},
             "memory_efficiency": {r: p[1] for r, p in params.items()},
             "overlap": {r: p[2] for r, p in params.items()},

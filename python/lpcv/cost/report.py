@@ -74,7 +74,9 @@ class CostReport(Table):
     ``dram_ms``: DRAM traffic), ``latency_ms``,
     ``energy_uj``, ``advice``, ``output_shape``, ``weight_reads`` (times the
     kernel streams the weights: once per image for a convolution with one
-    output position per image, else 1).
+    output position per image, else 1), ``image_passes`` (passes of a
+    ``conv_per_image`` kernel after its first, each priced at
+    ``Device.image_pass_cost``).
     """
 
     def __init__(self, rows, device: Device, model_name: str, batch_size: int,
@@ -249,6 +251,11 @@ def _lane_use(channels: int, lanes: int) -> float:
     return channels / (-(-channels // lanes) * lanes)
 
 
+def _image_passes(layer: LayerCount) -> int:
+    """Passes of a per-image kernel after its first (``Device.image_pass_cost``)."""
+    return layer.weight_reads - 1 if layer.regime == "conv_per_image" else 0
+
+
 def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
@@ -264,7 +271,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         latency = reorder
     else:
         latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross,
-                                    layer.weight_reads - 1)
+                                    _image_passes(layer))
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -282,7 +289,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
-        "weight_reads": layer.weight_reads,
+        "weight_reads": layer.weight_reads, "image_passes": _image_passes(layer),
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
