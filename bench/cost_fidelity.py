@@ -35,8 +35,17 @@ median. Nothing measured is discarded; each case keeps its probes
 (``probe_ms``, the one it was measured after) and the waits
 (``probe_waits``), and ``summary.speed_probe`` gives their spread.
 
+With ``--refresh`` the host's measurements (micro-benchmarks and the
+calibration networks' layer times) are kept in the JSON
+(``host_measurements``); ``--refit FILE`` measures nothing: it fits the host
+again on the measurements kept in FILE with the current code and prices
+FILE's measured cases, so a change to the model or the fit is judged on
+real measurements in seconds (the result is only as good as FILE's machine
+state; judge on more than one FILE).
+
 Usage: python bench/cost_fidelity.py [--quick] [--out bench/results/cost_fidelity.json]
        [--models resnet18 mobilenet_v2 ...] [--batches 1 16] [--refresh] [--passes 6]
+       python bench/cost_fidelity.py --refit OLD.json --out NEW.json
 """
 from __future__ import annotations
 
@@ -52,8 +61,9 @@ import numpy as np
 import lpcv
 from lpcv import _core
 from lpcv.cost import Device, ValidationReport, kendall_tau, profile, validate
-from lpcv.cost._host import CALIBRATION_MODELS, measure_host
+from lpcv.cost._host import CALIBRATION_MODELS, fit_host, measure_host
 from lpcv.cost._host import _calibration_model as _model
+from lpcv.cost.validate import _compare
 
 #: A probe this much slower than the median probe so far marks a slow spell.
 #: The probe itself varies by ±20 % from one case to the next (1.2-1.9 ms on
@@ -120,6 +130,61 @@ def _summary(cases):
     }
 
 
+def _kept_measurements(kept) -> dict:
+    """measure_host's kept ``runs`` and ``times`` as plain JSON."""
+    return {"runs": kept["runs"],
+            "times": [{"model": name, "batch": batch, "layers": layers}
+                      for (name, batch), layers in kept["times"].items()]}
+
+
+def _case(name, batch, calibration, v: ValidationReport, rows, **extra) -> dict:
+    """One case of the JSON from its combined validation and its rows."""
+    return {"model": name, "batch": batch, "calibration": calibration,
+            "layers": len(v.rows), **extra,
+            "layers_within_20pct": v.layer_share_within,
+            "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
+            "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
+            "kendall_tau": v.kendall_tau, "rows": rows}
+
+
+def refit(old: dict, threads: int) -> dict:
+    """A result JSON whose measurements are those of ``old`` (a run made with
+    ``--refresh``, which keeps the host's measurements) and whose
+    predictions come from a host fit of this code on the kept host
+    measurements: how a change to the model or the fit would have done on
+    those measurements, in seconds and with no measuring."""
+    kept = old.get("host_measurements")
+    if not kept:
+        raise SystemExit("--refit: the file keeps no host measurements (made without --refresh)")
+    times = {(t["model"], t["batch"]): {k: tuple(v) for k, v in t["layers"].items()}
+             for t in kept["times"]}
+    device = fit_host(kept["runs"], times, threads)
+    cases = []
+    for c in old["cases"]:
+        model = _model(c["model"])
+        measured = {r["layer"]: r["measured_ms"] for r in c["rows"]}
+        v = _compare(model, profile(model, device, c["batch"]), measured,
+                     c["measured_ms"] * 1e-3, 0.2)
+        passes = {r["layer"]: r.get("measured_passes_ms") for r in c["rows"]}
+        rows = [{**r, "measured_passes_ms": passes[r["layer"]]} for r in v.rows]
+        cases.append(_case(c["model"], c["batch"], c["calibration"], v, rows,
+                           repeats=c.get("repeats")))
+        print(f"{c['model']:22s} batch {c['batch']:3d}: {v.summary()}", flush=True)
+    summary = {**_summary(cases), "held_out": _summary([c for c in cases if not c["calibration"]]),
+               "measurement_vs_itself": old["summary"].get("measurement_vs_itself"),
+               "goals": old["summary"].get("goals")}
+    return {"summary": summary, "refit_of": {k: old.get(k) for k in ("cpu", "lpcv", "passes")},
+            "device": device.to_dict(), "cases": cases, "host_measurements": kept}
+
+
+def _write(out: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -133,9 +198,18 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--passes", type=int, default=6,
                     help="passes through all cases; each time is the median over the passes")
+    ap.add_argument("--refit", metavar="JSON",
+                    help="measure nothing: refit the host on the measurements kept in JSON "
+                         "(a --refresh run) and price its measured cases with this code")
     args = ap.parse_args(argv)
     if args.passes < 1:
         ap.error("--passes must be at least 1")
+    if args.refit:
+        with open(args.refit) as f:
+            out = refit(json.load(f), args.threads or os.cpu_count() or 1)
+        _write(out, args.out)
+        print(json.dumps(out["summary"], indent=1))
+        return 0
 
     load_before = os.getloadavg()
     names = args.models or (["resnet18", "mobilenet_v2"] if args.quick else
@@ -188,11 +262,13 @@ def main(argv=None) -> int:
             if len(calls) > 1 and passes_done() < args.passes:
                 validation_pass(stand_in)
 
+        kept = {}
         device = measure_host(threads, progress=True,
-                              between_passes=between_calibration_passes)
+                              between_passes=between_calibration_passes, keep=kept)
         for name, model, batch, _ in plan:
             passes[name, batch] = [v.repriced(model, device) for v in passes[name, batch]]
     else:
+        kept = None
         device = (Device.from_host(refresh=args.refresh, threads=args.threads, progress=True)
                   if args.device == "host" else Device.preset(args.device))
     while passes_done() < args.passes:
@@ -205,16 +281,11 @@ def main(argv=None) -> int:
         v = ValidationReport.combine(runs)
         rows = [{**r, "measured_passes_ms": [run.rows[i]["measured_ms"] for run in runs]}
                 for i, r in enumerate(v.rows)]
-        cases.append({
-            "model": name, "batch": batch, "calibration": name in calibration,
-            "layers": len(v.rows), "repeats": repeats,
-            "layers_within_20pct": v.layer_share_within,
-            "predicted_ms": v.predicted_total * 1e3, "measured_ms": v.measured_total * 1e3,
-            "measured_passes_ms": [run.measured_total * 1e3 for run in runs],
-            "model_error": v.model_error, "model_within_10pct": abs(v.model_error) <= 0.10,
-            "kendall_tau": v.kendall_tau, "seconds": seconds[name, batch],
-            "probe_ms": case_probes[name, batch], "probe_waits": waits[name, batch], "rows": rows,
-        })
+        cases.append(_case(
+            name, batch, name in calibration, v, rows, repeats=repeats,
+            measured_passes_ms=[run.measured_total * 1e3 for run in runs],
+            seconds=seconds[name, batch], probe_ms=case_probes[name, batch],
+            probe_waits=waits[name, batch]))
         # Each pass against the median of the others (needs two passes).
         for i, run in enumerate(runs if len(runs) >= 2 else []):
             rest = ValidationReport.combine(runs[:i] + runs[i + 1:])
@@ -249,11 +320,10 @@ def main(argv=None) -> int:
     out = {"summary": summary, "passes": args.passes, "device": device.to_dict(), "cases": cases,
            "cpu": platform.processor() or platform.machine(), "lpcv": lpcv.__version__,
            "python": sys.version.split()[0]}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, default=float)
-    os.replace(tmp, args.out)
+    if kept:
+        # What the host fit saw, so --refit can repeat the fit with other code.
+        out["host_measurements"] = _kept_measurements(kept)
+    _write(out, args.out)
     print(json.dumps(summary, indent=1))
     return 0
 

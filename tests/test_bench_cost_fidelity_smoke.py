@@ -60,3 +60,42 @@ def test_speed_gate_waits_out_a_slow_spell_and_gives_up_after_its_retries():
     s = gate.summary()
     assert s["probes"] == 12 and abs(s["spread"] - 1.6 / 0.98) < 1e-12
     assert abs(s["slow_share"] - 6 / 12) < 1e-12
+
+
+def test_refit_prices_kept_measurements_with_a_fit_of_this_code():
+    # Oracle: the host fit on the kept measurements, made directly, and the
+    # cost model's own predictions; the measured times pass through as kept.
+    from lpcv.cost import profile
+    from lpcv.cost._host import fit_host, layer_times
+    bench = _bench_module()
+    lenet5 = lpcv.zoo.reference("fmnist-lenet5")
+    runs = [{"fp32": 1e11, "int8": 4e11, "dram": 2e10, "cache_bw": 5e10, "shared_bytes": 0.0,
+             "shared_bw": 0.0, "overhead": 2e-6, "run_overhead": 5e-6}]
+    times = {("fmnist-lenet5", 1): layer_times(lenet5, 1, 1)}
+    measured = lpcv.cost.validate(lpcv.zoo.reference("fmnist-lenet300"), "x86-avx512-core",
+                                  repeats=2)
+    old = {"cpu": "x", "lpcv": "0", "passes": 1,
+           "summary": {"measurement_vs_itself": None, "goals": {}},
+           "cases": [{"model": "fmnist-lenet300", "batch": 1, "calibration": False,
+                      "measured_ms": measured.measured_total * 1e3, "repeats": 2,
+                      "rows": [{**r, "measured_passes_ms": [r["measured_ms"]]}
+                               for r in measured.rows]}],
+           "host_measurements": bench._kept_measurements({"runs": runs, "times": times})}
+    new = bench.refit(json.loads(json.dumps(old)), threads=1)
+    device = fit_host(runs, times, 1)
+    assert new["device"] == json.loads(json.dumps(device.to_dict()))
+    (case,) = new["cases"]
+    want = profile(lpcv.zoo.reference("fmnist-lenet300"), device, 1)
+    assert case["predicted_ms"] == want.total.latency * 1e3
+    assert [r["predicted_ms"] for r in case["rows"]] == [r["latency_ms"] for r in want.rows]
+    assert [r["measured_ms"] for r in case["rows"]] == [r["measured_ms"] for r in measured.rows]
+    assert case["measured_ms"] == measured.measured_total * 1e3
+    assert new["summary"]["cases"] == 1
+    # A file without kept measurements (made without --refresh) is refused.
+    del old["host_measurements"]
+    try:
+        bench.refit(old, threads=1)
+    except SystemExit as e:
+        assert "host measurements" in str(e)
+    else:
+        raise AssertionError("refit accepted a file without host measurements")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -403,11 +403,14 @@ def combine_figures(runs: List[Dict[str, float]]) -> Dict[str, float]:
                      else np.median([r[k] for r in runs])) for k in runs[0]}
 
 
-def measure_host(threads: int, progress: bool = False, between_passes=None) -> Device:
+def measure_host(threads: int, progress: bool = False, between_passes=None,
+                 keep: Optional[Dict[str, object]] = None) -> Device:
     """The host's Device (see :meth:`Device.from_host`); ``between_passes``
     is called before each calibration pass, after its micro-benchmarks
     (``bench/cost_fidelity.py`` interleaves its validation passes there, so
-    fit and validation see the same spells of the machine's speed)."""
+    fit and validation see the same spells of the machine's speed). A
+    ``keep`` dict receives the measurements, ``runs`` and ``times``, that
+    :func:`fit_host` fits on, so the fit can be repeated later."""
     from tqdm.auto import tqdm
 
     steps = tqdm(total=_CALIBRATION_PASSES * (1 + len(CALIBRATION_MODELS)),
@@ -428,6 +431,8 @@ def measure_host(threads: int, progress: bool = False, between_passes=None) -> D
     # fused post-ops), not on synthetic single layers.
     times = calibration_times(threads, _CALIBRATION_PASSES, steps, micro_benchmarks)
     steps.close()
+    if keep is not None:
+        keep.update(runs=runs, times=times)
     return fit_host(runs, times, threads)
 
 
