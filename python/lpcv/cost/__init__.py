@@ -36,19 +36,18 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   position per image apart from other 1×1 ones (``REGIMES``);
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
-  operations, and any other vector instruction takes its issue slot for
-  one; with a convolution's MACs counted on real input only: kernels
-  skip the taps that fall on padding, a large share on small maps, and
-  on the device's padded vectors: kernels spread output channels (every
-  channel of a depthwise convolution, the output features of a matrix
-  product) over ``Device.vector_lanes`` lanes and pad the last vector, so 6
-  channels cost 16 on AVX-512 (``lane_use``; the MACs column keeps the
-  conventional count); memory time = DRAM bytes / (DRAM bandwidth · memory
-  efficiency of the regime) + cached bytes / cache bandwidth + shared-level
-  bytes / shared-level bandwidth (the efficiency
-  is the share of DRAM bandwidth a regime's kernels stream at; the cache
-  bandwidth is measured directly, and a matrix-vector product reads
-  cache-resident weights at that rate); latency = max(compute,
+  operations, and any other vector instruction takes its issue slot for one;
+  with a convolution's MACs counted on real input only: kernels skip the taps
+  that fall on padding, a large share on small maps, and on the device's
+  padded vectors: kernels spread output channels (every channel of a depthwise
+  convolution, the output features of a matrix product) over
+  ``Device.vector_lanes`` lanes and pad the last vector, so 6 channels cost 16
+  on AVX-512 (``lane_use``; the MACs column keeps the conventional count);
+  memory time = DRAM bytes / (DRAM bandwidth · memory efficiency of the
+  regime) + cached bytes / cache bandwidth + shared-level bytes / shared-level
+  bandwidth (the efficiency is the share of DRAM bandwidth a regime's kernels
+  stream at; the cache bandwidth is measured directly, and a matrix-vector
+  product reads cache-resident weights at that rate); latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
   fixed per-primitive cost + predicted layout conversions (the runtime's
@@ -56,27 +55,25 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   residual operand comes in another layout, or a reshape of a non-plain
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
   bandwidth) + input bytes · the regime's cross-core cost when the batch is
-  smaller than the device's threads (each primitive then splits single
-  images across cores its own way and reads much of its input from another
-  core's cache) + ``Device.image_pass_cost`` per image after the first of a
+  smaller than the device's threads (each primitive then splits single images
+  across cores its own way and reads much of its input from another core's
+  cache) + ``Device.image_pass_cost`` per image after the first of a
   convolution with one output position per image (one small matrix-vector
-  product per image, each with its set-up); the whole model adds the device's per-inference overhead
-  and its gap per layer after the first (what a whole run spends between
-  and around layers that timing each alone does not show);
+  product per image, each with its set-up); the whole model adds the device's
+  per-inference overhead and its gap per layer after the first (what a whole
+  run spends between and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks, and the shared level's bandwidth and the largest copy
-  it still serves at least halfway from DRAM's speed to its own (fastest
-  repeats; peaks and cache bandwidths the best of five measurements spread
-  over the calibration; DRAM bandwidth, shared with other tenants, and
-  fixed costs their median) and
-  fits the reorder cost on measured conversions, then each regime's
-  efficiencies, overlap, fixed cost (at most the time of the regime's
-  fastest layer), cross-core cost and per-image cost on the measured layers
-  of networks that
-  ``bench/cost_fidelity.py`` does not validate on, each layer timed by its
-  median repeat within a pass (a run takes each layer's typical time, not
-  its fastest) and its median over five passes spread over two to three
-  minutes; last, the gap per layer, so the predicted whole runs of those
+  micro-benchmarks, and the shared level's bandwidth and the largest copy it still
+  serves at least halfway from DRAM's speed to its own (fastest repeats; peaks
+  and cache bandwidths the best of five measurements spread over the
+  calibration; DRAM bandwidth, shared with other tenants, and fixed costs
+  their median) and fits the reorder cost on measured conversions, then each
+  regime's efficiencies, overlap, fixed cost (at most the time of the regime's
+  fastest layer), cross-core cost and per-image cost on the measured layers of
+  networks that ``bench/cost_fidelity.py`` does not validate on, each layer
+  timed by its median repeat within a pass (a run takes each layer's typical
+  time, not its fastest) and its median over five passes spread over two to
+  three minutes; last, the gap per layer, so the predicted whole runs of those
   networks match their measured ones (median over the same passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that

@@ -271,7 +271,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                                   np.array([s["reorder_time"] for s in reorder], float),
                                   cache_bandwidth)
     layers = [s for s in samples if s.get("op") != "Reorder"]
-    arr = {k: np.array([s.get(k, 0.0) for s in layers], float)
+    arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes",
                      "image_passes", "time")}
     reg = np.array([s["regime"] for s in layers])
