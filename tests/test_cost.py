@@ -493,10 +493,17 @@ def test_host_fit_recovers_known_parameters():
     truth = {"conv": (0.8, 0.5, 0.3, 4e-6, 0.0), "depthwise": (0.2, 0.9, 0.0, 2e-6, 1 / 20e9),
              "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0)}
     pass_cost = 0.6e-6   # per image after the first, conv_per_image only
+    chains = 8.0         # accumulator chains the cores need, conv_per_image only
     samples = []
     for regime, (ce, me, beta, ov, x) in truth.items():
         for k in range(60):
             c, m = 10.0 ** rng.uniform(-7, -3, 2)   # seconds, tiny to large layers
+            # Per-image kernels with few output vectors (chains) multiply-add
+            # at that share of the peak; the post-ops (a fifth) do not.
+            vectors = float(rng.choice([1, 2, 4, 16, 60])) if regime == "conv_per_image" else 0.0
+            macs = 0.8 * c
+            if vectors:
+                c += macs * (max(chains / vectors, 1.0) - 1)
             rb = float(rng.choice([0, rng.uniform(1e4, 1e6)]))
             reorder = (6e-6 + rb / 2e10) if rb else 0.0
             # Half the layers at batch 1 (split across cores), half at 16.
@@ -507,14 +514,15 @@ def test_host_fit_recovers_known_parameters():
             mem = dram / me + (m - dram)
             hi, lo = max(c / ce, mem), min(c / ce, mem)
             passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
-            samples.append({"regime": regime, "compute": c, "memory": m, "dram": dram,
+            samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "dram": dram,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
-                            "image_passes": passes,
+                            "image_passes": passes, "chain_vectors": vectors, "mac_compute": macs,
                             "time": hi + beta * lo + ov + reorder + x * cross
                             + passes * pass_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
     fit = fit_samples(samples, cache_bandwidth=5e10)
     assert fit["image_pass_cost"] == pytest.approx(pass_cost, rel=0.2)
+    assert fit["fma_chains"] == chains
     for regime, (ce, me, beta, ov, x) in truth.items():
         assert fit["compute_efficiency"][regime] == pytest.approx(ce, rel=0.1)
         assert fit["memory_efficiency"][regime] == pytest.approx(me, rel=0.1)
@@ -1043,6 +1051,34 @@ def test_an_in_place_layer_on_a_cached_input_moves_no_bytes_for_its_writes():
     # broadcast one first it writes a new tensor.
     assert [c.in_place for m in (se("h", "g"), se("g", "h"))
             for c in count_layers(lower(m, 1)) if c.name == "scale"] == [True, False]
+
+
+@pytest.mark.parametrize("cout,vectors", [(8, 1), (40, 3), (128, 8), (512, 32)])
+def test_per_image_convolutions_multiply_add_at_their_chains_share(cout, vectors):
+    # Oracle: the roofline's compute time by hand. A per-image convolution
+    # keeps one accumulator vector per 16 output channels (AVX-512); with
+    # fewer vectors than the device's fma_chains its multiply-adds run at
+    # vectors / fma_chains of the peak, its other operations do not slow.
+    dev = Device.preset("x86-avx512-core").replace(compute_efficiency={"conv": 1.0})
+    chained = dev.replace(fma_chains=8)
+    m = _squeeze_excite_conv(64, cout, 4)
+    plain, row = (profile(m, d, 4).rows[1] for d in (dev, chained))
+    assert row["regime"] == "conv_per_image" and row["chain_vectors"] == vectors
+    assert row["chain_use"] == min(vectors / 8, 1.0) and plain["chain_use"] == 1.0
+    macs = 4 * 64 * cout
+    peak = dev.peak("fp32")
+    lanes = cout / (vectors * 16)
+    assert plain["compute_ms"] == pytest.approx((2 * macs / lanes + 2 * row["other_ops"])
+                                                / peak * 1e3)
+    assert row["compute_ms"] == pytest.approx(
+        (2 * macs / lanes / min(vectors / 8, 1.0) + 2 * row["other_ops"]) / peak * 1e3)
+    # Layers with output positions to spare are not limited.
+    conv = _conv_model([(8, 3, 1)], hw=16)
+    assert [r["compute_ms"] for r in profile(conv, chained, 4).rows] == \
+        [r["compute_ms"] for r in profile(conv, dev, 4).rows]
+    for bad in (0.5, 65, float("nan"), True, "8"):
+        with pytest.raises(ValidationError, match="fma_chains"):
+            dev.replace(fma_chains=bad)
 
 
 def test_per_image_convolutions_pay_a_fixed_cost_per_extra_image():

@@ -42,7 +42,11 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   padded vectors: kernels spread output channels (every channel of a depthwise
   convolution, the output features of a matrix product) over
   ``Device.vector_lanes`` lanes and pad the last vector, so 6 channels cost 16
-  on AVX-512 (``lane_use``; the MACs column keeps the conventional count);
+  on AVX-512 (``lane_use``; the MACs column keeps the conventional count),
+  and a convolution with one output position per image, whose output
+  vectors are its only independent accumulator chains, multiply-adds at
+  chains / ``Device.fma_chains`` of the peak when it has fewer
+  (``chain_use``);
   memory time = DRAM bytes / (DRAM bandwidth · memory efficiency of the
   regime) + cached bytes / cache bandwidth + shared-level bytes / shared-level
   bandwidth (the efficiency is the share of DRAM bandwidth a regime's kernels
@@ -69,7 +73,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   calibration; DRAM bandwidth, shared with other tenants, and fixed costs
   their median) and fits the reorder cost on measured conversions, then each
   regime's efficiencies, overlap, fixed cost (at most the time of the regime's
-  fastest layer), cross-core cost and per-image cost on the measured layers of
+  fastest layer), cross-core cost, per-image cost and the chains the cores
+  need on the measured layers of
   networks that ``bench/cost_fidelity.py`` does not validate on, each layer
   timed by its median repeat within a pass (a run takes each layer's typical
   time, not its fastest) and its median over five passes spread over two to

@@ -190,13 +190,15 @@ def layer_samples(model: Model, batch: int, base: Device,
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
                        class_overhead={}, reorder_overhead=0.0, overlap={},
-                       cross_core_cost={}, image_pass_cost=0.0)
+                       cross_core_cost={}, image_pass_cost=0.0, fma_chains=1.0)
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
              "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
-             "image_passes": r["image_passes"],
+             "image_passes": r["image_passes"], "chain_vectors": r["chain_vectors"],
+             # Multiply-add time alone (no post-ops), which chains limit.
+             "mac_compute": 2 * r["macs"] / r["lane_use"] / raw.peak(r["precision"]),
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
 
@@ -238,6 +240,8 @@ _OVERLAP_GRID = np.linspace(0.0, 1.0, 11)
 _CROSS_GRID = np.concatenate([[0.0], 1 / np.geomspace(200e9, 2e9, 12)])
 # Seconds per extra image of a per-image kernel: none, or 0.05-5 µs.
 _PASS_GRID = np.concatenate([[0.0], np.geomspace(0.05e-6, 5e-6, 16)])
+# Independent multiply-add chains a core needs (latency × units): 1-32.
+_CHAIN_GRID = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0])
 
 
 def _loss(pred, t):
@@ -273,45 +277,68 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes",
-                     "image_passes", "time")}
+                     "image_passes", "chain_vectors", "mac_compute", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
-    pass_cost = 0.0
+    pass_cost, chains = 0.0, 1.0
     for r in sorted(set(reg)):
         m = reg == r
-        c = arr["compute"][m][:, None, None] / _CE_GRID[None, :, None]
-        dram = arr["dram"][m][:, None, None]
-        mm = dram / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - dram)
-        hi, lo = np.maximum(c, mm), np.minimum(c, mm)
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]
         passes = arr["image_passes"][m][:, None, None]
+        vectors = arr["chain_vectors"][m][:, None, None]
+        dram = arr["dram"][m][:, None, None]
+        mm = dram / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - dram)
         # A fixed cost cannot exceed the time of the regime's fastest layer.
         ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
-        best = (np.inf, 0, 0, 0, 0, 0, 0)
-        # Only per-image kernels (one regime) have extra passes to price.
-        for p in _PASS_GRID if passes.any() else _PASS_GRID[:1]:
-            for x in _CROSS_GRID if cross.any() else _CROSS_GRID[:1]:
-                for b in _OVERLAP_GRID:
-                    body = hi + b * lo + reo[m][:, None, None] + x * cross + p * passes
-                    for ov in ov_grid if ov_grid.size else _OV_GRID[:1]:
-                        # Ties (flat directions) resolve to the highest efficiencies.
-                        loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
-                        i, j = np.unravel_index(np.argmin(loss), loss.shape)
-                        if loss[i, j] < best[0] - 1e-12:
-                            best = (loss[i, j], i, j, b, ov, x, p)
-        _, i, j, b, ov, x, p = best
+        ovs = ov_grid if ov_grid.size else _OV_GRID[:1]
+        # Only per-image kernels (one regime, conv_per_image) have chains
+        # and extra passes to price.
+        p_grid = _PASS_GRID if passes.any() else _PASS_GRID[:1]
+        x_grid = _CROSS_GRID if cross.any() else _CROSS_GRID[:1]
+
+        def search(ch, p_grid, x_grid):
+            # Multiply-adds with fewer accumulator chains than the core needs
+            # run at that share of the peak.
+            slow = np.where(vectors > 0, np.maximum(ch / np.maximum(vectors, 1), 1.0) - 1, 0.0)
+            c = ((arr["compute"][m][:, None, None] + slow * arr["mac_compute"][m][:, None, None])
+                 / _CE_GRID[None, :, None])
+            hi, lo = np.maximum(c, mm), np.minimum(c, mm)
+            best = (np.inf, 0, 0, 0, 0, 0, 0, ch)
+            for p in p_grid:
+                for x in x_grid:
+                    for b in _OVERLAP_GRID:
+                        body = hi + b * lo + reo[m][:, None, None] + x * cross + p * passes
+                        for ov in ovs:
+                            # Ties (flat directions) resolve to the highest efficiencies.
+                            loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
+                            i, j = np.unravel_index(np.argmin(loss), loss.shape)
+                            if loss[i, j] < best[0] - 1e-12:
+                                best = (loss[i, j], i, j, b, ov, x, p, ch)
+            return best
+
+        best = search(1.0, p_grid, x_grid)
+        if vectors.any():
+            # The chains are chosen with the other fixed terms held (the full
+            # grid for each would take minutes), then the regime refitted.
+            _, *_, x1, p1, _ = best
+            ch = min(_CHAIN_GRID, key=lambda ch: search(ch, [p1], [x1])[0])
+            if ch != 1.0:
+                best = search(ch, p_grid, x_grid)
+        _, i, j, b, ov, x, p, ch = best
         params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
                      float(x))
-        if passes.any():   # the per-image regime, conv_per_image
+        if passes.any():
             pass_cost = float(p)
+        if vectors.any():
+            chains = float(ch)
     return {"compute_efficiency": {r: p[0] for r, p in params.items()},
             "memory_efficiency": {r: p[1] for r, p in params.items()},
             "overlap": {r: p[2] for r, p in params.items()},
             "class_overhead": {r: p[3] for r, p in params.items()},
             "cross_core_cost": {r: p[4] for r, p in params.items()},
-            "image_pass_cost": pass_cost,
+            "image_pass_cost": pass_cost, "fma_chains": chains,
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 

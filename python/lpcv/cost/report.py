@@ -67,7 +67,11 @@ class CostReport(Table):
     re-reads included), ``shared_cache_bytes`` (bytes a shared cache level
     serves instead, see :class:`Device`), ``intensity`` (operations per
     byte moved), ``lane_use`` (share of the device's vector lanes the layer's
-    channels fill; compute is priced on the padded vectors), ``bound`` (the
+    channels fill; compute is priced on the padded vectors), ``chain_use``
+    (share of the multiply-add throughput the layer's accumulator chains can
+    use, see ``Device.fma_chains``; compute is priced at that share;
+    ``chain_vectors`` is the number of chains, 0 when there is no limit),
+    ``bound`` (the
     classic roofline label: below the ridge point with DRAM bandwidth is
     ``memory``), ``time_bound`` (which term dominates the predicted latency once
     cache hits are counted), ``compute_ms``, ``memory_ms`` (of which
@@ -208,7 +212,8 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         written = 0 if layer.in_place and (near or far) else layer.output_bytes
         counts.append(_core.LayerCounts(
             OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision),
-            float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes),
+            float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes)
+            / _chain_use(layer, dev),
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
             float(written), near,
             total_weights <= dev.cache_bytes / 2, float(layer.weight_reads),
@@ -251,6 +256,22 @@ def _lane_use(channels: int, lanes: int) -> float:
     return channels / (-(-channels // lanes) * lanes)
 
 
+def _chain_vectors(layer: LayerCount, lanes: int) -> int:
+    """Accumulator vectors a ``conv_per_image`` kernel keeps per call (one
+    output position: one vector per ``lanes`` output channels); 0 for the
+    other layers, whose many output positions give enough."""
+    if layer.regime != "conv_per_image" or layer.lane_channels <= 0:
+        return 0
+    return -(-layer.lane_channels // max(lanes, 1))
+
+
+def _chain_use(layer: LayerCount, dev: Device) -> float:
+    """Share of the cores' multiply-add throughput a layer's independent
+    accumulator chains can use (``Device.fma_chains``)."""
+    vectors = _chain_vectors(layer, dev.vector_lanes)
+    return min(1.0, vectors / dev.fma_chains) if vectors else 1.0
+
+
 def _image_passes(layer: LayerCount) -> int:
     """Passes of a per-image kernel after its first (``Device.image_pass_cost``)."""
     return layer.weight_reads - 1 if layer.regime == "conv_per_image" else 0
@@ -285,6 +306,8 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "dram_bytes": c.dram_bytes, "shared_cache_bytes": c.shared_cache_bytes,
         "intensity": intensity, "bound": bound,
         "lane_use": _lane_use(layer.lane_channels, dev.vector_lanes),
+        "chain_use": _chain_use(layer, dev),
+        "chain_vectors": _chain_vectors(layer, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
