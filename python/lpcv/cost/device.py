@@ -213,11 +213,12 @@ class Device:
         chain through all its input channels, so with fewer output vectors
         than ``fma_chains`` it runs at that share of the compute peak; other
         layers have output positions to spare. Default 1 (no limit).
-        :meth:`from_host` fits it (on a 2-vCPU Xeon VM it gave 16, and
-        took that regime's layers within ±20 % from 41 % to 67 % at batch 1
-        and from 44 % to 55 % at batch 16; a squeeze-excite convolution
-        with 8 output channels then multiply-adds at a sixteenth of the
-        peak).
+        :meth:`from_host` fits it on that regime's layers (on a 2-vCPU
+        Xeon VM: 16 and 32 in two calibrations, more than the 8 of its
+        multiply-add latency, 4 cycles, times its two units, so the figure
+        also absorbs other costs of small per-image kernels; refitted on
+        kept measurements it took that regime's layers within ±20 % from
+        41 % to 67 % at batch 1 and from 44 % to 55 % at batch 16).
     description, source : str
         What the device is and where its figures come from.
     """
