@@ -240,8 +240,8 @@ _OVERLAP_GRID = np.linspace(0.0, 1.0, 11)
 _CROSS_GRID = np.concatenate([[0.0], 1 / np.geomspace(200e9, 2e9, 12)])
 # Seconds per extra image of a per-image kernel: none, or 0.05-5 µs.
 _PASS_GRID = np.concatenate([[0.0], np.geomspace(0.05e-6, 5e-6, 16)])
-# Independent multiply-add chains a core needs (latency × units): 1-32.
-_CHAIN_GRID = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0])
+# Independent multiply-add chains a core needs (latency × units): 1-64.
+_CHAIN_GRID = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0])
 
 
 def _loss(pred, t):
