@@ -197,7 +197,9 @@ def layer_samples(model: Model, batch: int, base: Device,
              "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
              "image_passes": r["image_passes"], "chain_vectors": r["chain_vectors"],
-             # Multiply-add time alone (no post-ops), which chains limit.
+             # Multiply-add time alone (no post-ops), which chains limit; only
+             # read for per-image convolutions, which skip no padding taps, so
+             # their MACs are the ones the kernel runs.
              "mac_compute": 2 * r["macs"] / r["lane_use"] / raw.peak(r["precision"]),
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
@@ -322,7 +324,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         if vectors.any():
             # The chains are chosen with the other fixed terms held (the full
             # grid for each would take minutes), then the regime refitted.
-            _, *_, x1, p1, _ = best
+            x1, p1 = best[5], best[6]   # the cross-core and per-image costs
             ch = min(_CHAIN_GRID, key=lambda ch: search(ch, [p1], [x1])[0])
             if ch != 1.0:
                 best = search(ch, p_grid, x_grid)
