@@ -642,7 +642,7 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
     from lpcv.cost import validate
     m = _conv_model([(16, 3, 1), (32, 1, 1)], hw=16)
     layers = [r["layer"] for r in profile(m, "x86-avx512-core").rows]
-    calls = []
+    calls, warmups = [], []
     feeds = {"x": np.zeros((1, 3, 16, 16), np.float32)}
 
     class StandIn:
@@ -655,6 +655,7 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
         def profile(self, repeats, warmup, feeds):
             assert repeats == 1 and feeds is StandIn.feeds
             calls.append("profile")
+            warmups.append(warmup)
             k = calls.count("profile")
             return Table([{"node": n, "time_ms": 1.0 + k + i, "min_ms": 0.5}
                           for i, n in enumerate(layers)])
@@ -662,6 +663,7 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
         def benchmark(self, runs, warmup, feeds):
             assert runs == 1 and feeds is StandIn.feeds
             calls.append("benchmark")
+            warmups.append(warmup)
             t = (10.0 + calls.count("benchmark")) * 1e-3
             return runtime.Timing(mean=t, median=t, min=t, max=t, std=0.0, p90=t, runs=runs,
                                   batch_size=1, threads=None)
@@ -670,6 +672,9 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
     monkeypatch.setattr(runtime, "Session", StandIn)
     v = validate(m, "x86-avx512-core", repeats=2)
     assert calls == ["profile", "benchmark"] * 4
+    # Every timed pass follows an untimed run (steady state: the worker
+    # threads awake), the first two.
+    assert warmups == [2] + [1] * 7
     # Rounds 1..4: the median of 1+k is 3.5.
     assert [r["measured_ms"] for r in v.rows] == [3.5 + i for i in range(len(layers))]
     assert v.measured_total == pytest.approx(12.5e-3)

@@ -184,6 +184,13 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
         fall 8-13 % short of even the fastest whole run). Speed changes that
         last longer than one call average out over calls made minutes
         apart, combined with :meth:`ValidationReport.combine`.
+
+        Each timed pass follows an untimed run, as in
+        :meth:`Session.benchmark`: the cost model prices steady-state
+        inference. After as little as 0.1 ms of Python work the runtime's
+        worker threads have gone to sleep and the next run pays to wake them
+        (on a 2-vCPU VM, a network of 0.16 ms took 0.21 ms after a 0.1 ms
+        pause and 0.43 ms after 10 ms).
     threads : int, optional
     tolerance : float
         Relative error counted as a hit, default ±20 %.
@@ -211,9 +218,12 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
     layer_times: dict = {}
     whole_times = []
     for i in range(2 * int(repeats)):
-        for r in sess.profile(repeats=1, warmup=2 if i == 0 else 0, feeds=feeds).rows:
+        # One untimed run right before each timed one: the model predicts
+        # steady-state inference, what Session.profile and .benchmark time
+        # after their warm-up runs (see "Measured times" above).
+        for r in sess.profile(repeats=1, warmup=2 if i == 0 else 1, feeds=feeds).rows:
             layer_times.setdefault(r["node"], []).append(r["time_ms"])
-        whole_times.append(sess.benchmark(runs=1, warmup=0, feeds=feeds).median)
+        whole_times.append(sess.benchmark(runs=1, warmup=1, feeds=feeds).median)
     measured = {node: float(np.median(ts)) for node, ts in layer_times.items()}
     return _compare(model, rep, measured, float(np.median(whole_times)), tolerance)
 
