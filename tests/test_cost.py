@@ -265,10 +265,11 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         ce, me = dev.compute_efficiency[r["regime"]], dev.memory_efficiency[r["regime"]]
         ov = {"conv": dev.overhead, "conv1x1": 7e-6, "depthwise": 3e-6}[r["regime"]]
         reo = (11e-6 + r["reorder_bytes"] / 5e9) if r["reorder_bytes"] else 0.0
-        # Raw terms at efficiency 1: compute = operations / peak, the MACs
-        # counted on real input: a 3×3 kernel with padding 1 on a 12-wide
-        # map has 3·12 - 2 of its 3·12 taps per axis on the input.
-        on_input = (34 / 36) ** 2 if r["regime"] != "conv1x1" else 1.0
+        # Raw terms at efficiency 1: compute = operations / peak. Dense
+        # kernels run every tap; depthwise ones only the taps on real
+        # input: a 3×3 kernel with padding 1 on a 12-wide map has 3·12 - 2
+        # of its 3·12 taps per axis on the input.
+        on_input = (34 / 36) ** 2 if r["regime"] == "depthwise" else 1.0
         # Non-MAC operations take an FMA's issue slot for one operation.
         ops = 2 * r["macs"] * on_input + 2 * r["other_ops"]
         assert q["compute_ms"] == pytest.approx(ops / dev.peak() * 1e3)

@@ -57,7 +57,7 @@ class LayerCount:
     regime: str = ""          # op_class, or "conv1x1" / "concat" (see device.REGIMES)
     reorder_bytes: int = 0    # bytes (read + written) of input layout conversions, predicted
     weight_reads: int = 1     # times the weights are streamed (see count_layers)
-    compute_macs: int = 0     # MACs on real input (padding taps skipped): what the kernel runs
+    compute_macs: int = 0     # MACs the kernel runs (depthwise: padding taps skipped)
     weight_traffic: int = 0   # weight bytes the kernel reads (taps never on input are skipped)
     lane_channels: int = 0    # channels the kernel spreads over vector lanes (0: none)
     in_place: bool = False    # writes its output over its first input (the runtime's aliasing)
@@ -114,10 +114,15 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             y = infos[out_names[0]].shape
             layer.macs = int(np.prod(y, dtype=np.int64) * w[1] * np.prod(w[2:], dtype=np.int64))
             pairs, used_taps = _taps_on_input(infos[in_names[0]].shape[2:], w[2:], y[2:], attrs)
-            layer.compute_macs = int(y[0] * y[1] * w[1] * pairs)
             tap_share = used_taps / int(np.prod(w[2:], dtype=np.int64))
             cin = infos[in_names[0]].shape[1]
             layer.op_class = "depthwise" if group > 1 and cin // group == 1 else "conv"
+            # Depthwise kernels skip the taps on padding; dense ones run
+            # them: counting every tap, oneDNN ran 3×3 convolutions on 7×7
+            # maps at the rate of those on 56×56 maps (counting only taps
+            # on input, 20 % slower).
+            layer.compute_macs = (int(y[0] * y[1] * w[1] * pairs)
+                                  if layer.op_class == "depthwise" else layer.macs)
             # Vectors run along output channels (of a group); a depthwise
             # convolution's groups are its channels.
             layer.lane_channels = int(y[1] if layer.op_class == "depthwise" else y[1] // group)
@@ -190,10 +195,10 @@ def _taps_on_input(in_size, kernel, out_size, attrs) -> Tuple[int, int]:
     """(output position, kernel tap) pairs, over all spatial axes, whose input
     lies inside the unpadded input, and the kernel taps that ever do.
 
-    oneDNN's direct convolutions skip the taps on padding, which on small
-    maps are a large share (a 3×3 kernel on a 2×2 map: 4 of 9 per output);
-    the weights of a tap that never touches the input (all but the centre
-    one of a padded 3×3 kernel on a 1×1 map) are never read.
+    oneDNN's depthwise convolutions skip the taps on padding, which on
+    small maps are a large share (a 3×3 kernel on a 2×2 map: 4 of 9 per
+    output); the weights of a tap that never touches the input (all but the
+    centre one of a padded 3×3 kernel on a 1×1 map) are never read.
     """
     nd = len(kernel)
     strides = attrs.get("strides", [1] * nd)

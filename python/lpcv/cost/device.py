@@ -464,7 +464,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v23"
+_LIBRARY_KEY = "host-v24"
 
 
 def _user_cache_dir() -> Path:
