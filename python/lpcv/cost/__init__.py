@@ -63,7 +63,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   across cores its own way and reads much of its input from another core's
   cache) + ``Device.image_pass_cost`` per image after the first of a
   convolution with one output position per image (one small matrix-vector
-  product per image, each with its set-up); the whole model adds the device's
+  product per image, each with its set-up) + ``Device.split_row_cost`` per
+  output row, channel vector and image of a depthwise convolution split
+  across cores (its pieces' set-up); the whole model adds the device's
   per-inference overhead and its gap per layer after the first (what a whole
   run spends between and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN

@@ -190,13 +190,15 @@ def layer_samples(model: Model, batch: int, base: Device,
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
                        class_overhead={}, reorder_overhead=0.0, overlap={},
-                       cross_core_cost={}, image_pass_cost=0.0, fma_chains=1.0)
+                       cross_core_cost={}, image_pass_cost=0.0, split_row_cost=0.0,
+                       fma_chains=1.0)
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
              "dram": r["dram_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
-             "image_passes": r["image_passes"], "chain_vectors": r["chain_vectors"],
+             "image_passes": r["image_passes"], "split_rows": r["split_rows"],
+             "chain_vectors": r["chain_vectors"],
              # Multiply-add time alone (no post-ops), which chains limit; only
              # read for per-image convolutions, which skip no padding taps, so
              # their MACs are the ones the kernel runs.
@@ -242,6 +244,8 @@ _OVERLAP_GRID = np.linspace(0.0, 1.0, 11)
 _CROSS_GRID = np.concatenate([[0.0], 1 / np.geomspace(200e9, 2e9, 12)])
 # Seconds per extra image of a per-image kernel: none, or 0.05-5 µs.
 _PASS_GRID = np.concatenate([[0.0], np.geomspace(0.05e-6, 5e-6, 16)])
+# Seconds per piece of a depthwise kernel split across cores: none, or 2-200 ns.
+_ROW_GRID = np.concatenate([[0.0], np.geomspace(2e-9, 200e-9, 16)])
 # Independent multiply-add chains a core needs (latency × units): 1-64.
 _CHAIN_GRID = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0])
 
@@ -279,16 +283,20 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes",
-                     "image_passes", "chain_vectors", "mac_compute", "time")}
+                     "image_passes", "split_rows", "chain_vectors", "mac_compute", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
-    pass_cost, chains = 0.0, 1.0
+    pass_cost, row_cost, chains = 0.0, 0.0, 1.0
     for r in sorted(set(reg)):
         m = reg == r
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]
-        passes = arr["image_passes"][m][:, None, None]
+        # Fixed costs per piece of work: extra images of a per-image kernel
+        # (conv_per_image) or split pieces of a depthwise one; a layer has
+        # at most one kind.
+        image_passes, split_rows = arr["image_passes"][m], arr["split_rows"][m]
+        passes = (image_passes + split_rows)[:, None, None]
         vectors = arr["chain_vectors"][m][:, None, None]
         dram = arr["dram"][m][:, None, None]
         mm = dram / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - dram)
@@ -296,8 +304,9 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
         ovs = ov_grid if ov_grid.size else _OV_GRID[:1]
         # Only per-image kernels (one regime, conv_per_image) have chains
-        # and extra passes to price.
-        p_grid = _PASS_GRID if passes.any() else _PASS_GRID[:1]
+        # and extra passes to price, only depthwise ones split pieces.
+        p_grid = (_PASS_GRID if image_passes.any() else _ROW_GRID if split_rows.any()
+                  else _PASS_GRID[:1])
         x_grid = _CROSS_GRID if cross.any() else _CROSS_GRID[:1]
 
         def search(ch, p_grid, x_grid):
@@ -331,8 +340,10 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         _, i, j, b, ov, x, p, ch = best
         params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
                      float(x))
-        if passes.any():
+        if image_passes.any():
             pass_cost = float(p)
+        if split_rows.any():
+            row_cost = float(p)
         if vectors.any():
             chains = float(ch)
     return {"compute_efficiency": {r: p[0] for r, p in params.items()},
@@ -340,7 +351,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
             "overlap": {r: p[2] for r, p in params.items()},
             "class_overhead": {r: p[3] for r, p in params.items()},
             "cross_core_cost": {r: p[4] for r, p in params.items()},
-            "image_pass_cost": pass_cost, "fma_chains": chains,
+            "image_pass_cost": pass_cost, "split_row_cost": row_cost, "fma_chains": chains,
             "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
 
 

@@ -80,7 +80,8 @@ class CostReport(Table):
     kernel streams the weights: once per image for a convolution with one
     output position per image, else 1), ``image_passes`` (passes of a
     ``conv_per_image`` kernel after its first, each priced at
-    ``Device.image_pass_cost``).
+    ``Device.image_pass_cost``), ``split_rows`` (pieces of a depthwise kernel
+    split across cores, each priced at ``Device.split_row_cost``).
     """
 
     def __init__(self, rows, device: Device, model_name: str, batch_size: int,
@@ -277,6 +278,16 @@ def _image_passes(layer: LayerCount) -> int:
     return layer.weight_reads - 1 if layer.regime == "conv_per_image" else 0
 
 
+def _split_rows(layer: LayerCount, lanes: int, split: bool) -> int:
+    """Pieces (output row × channel vector × image) of a depthwise kernel
+    split across cores (``Device.split_row_cost``); 0 for the other layers
+    and when each core takes whole images."""
+    if not split or layer.regime != "depthwise" or len(layer.output_shape) < 3:
+        return 0
+    n, rows = int(layer.output_shape[0]), int(layer.output_shape[2])
+    return n * -(-max(layer.lane_channels, 1) // max(lanes, 1)) * rows
+
+
 def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
@@ -292,7 +303,8 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         latency = reorder
     else:
         latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross,
-                                    _image_passes(layer))
+                                    _image_passes(layer),
+                                    _split_rows(layer, dev.vector_lanes, split))
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -313,6 +325,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
         "weight_reads": layer.weight_reads, "image_passes": _image_passes(layer),
+        "split_rows": _split_rows(layer, dev.vector_lanes, split),
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
