@@ -200,8 +200,8 @@ def layer_samples(model: Model, batch: int, base: Device,
              "image_passes": r["image_passes"], "split_rows": r["split_rows"],
              "chain_vectors": r["chain_vectors"],
              # Multiply-add time alone (no post-ops), which chains limit; only
-             # read for per-image convolutions, which skip no padding taps, so
-             # their MACs are the ones the kernel runs.
+             # read for per-image convolutions, dense ones that run every tap,
+             # so their MACs are the ones the kernel runs.
              "mac_compute": 2 * r["macs"] / r["lane_use"] / raw.peak(r["precision"]),
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]

@@ -248,13 +248,18 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     return CostReport(rows, dev, model.name, int(batch_size), total)
 
 
+def _vectors(channels: int, lanes: int) -> int:
+    """Vectors of ``lanes`` lanes that hold ``channels`` (the last one padded)."""
+    return -(-channels // max(lanes, 1))
+
+
 def _lane_use(channels: int, lanes: int) -> float:
     """Share of vector lanes doing useful work when a kernel spreads
     ``channels`` over vectors of ``lanes`` (the last vector is padded: 6
     channels fill 0.375 of a 16-lane vector)."""
     if channels <= 0 or lanes <= 1:
         return 1.0
-    return channels / (-(-channels // lanes) * lanes)
+    return channels / (_vectors(channels, lanes) * lanes)
 
 
 def _chain_vectors(layer: LayerCount, lanes: int) -> int:
@@ -263,7 +268,7 @@ def _chain_vectors(layer: LayerCount, lanes: int) -> int:
     other layers, whose many output positions give enough."""
     if layer.regime != "conv_per_image" or layer.lane_channels <= 0:
         return 0
-    return -(-layer.lane_channels // max(lanes, 1))
+    return _vectors(layer.lane_channels, lanes)
 
 
 def _chain_use(layer: LayerCount, dev: Device) -> float:
@@ -285,7 +290,7 @@ def _split_rows(layer: LayerCount, lanes: int, split: bool) -> int:
     if not split or layer.regime != "depthwise" or len(layer.output_shape) < 3:
         return 0
     n, rows = int(layer.output_shape[0]), int(layer.output_shape[2])
-    return n * -(-max(layer.lane_channels, 1) // max(lanes, 1)) * rows
+    return n * _vectors(max(layer.lane_channels, 1), lanes) * rows
 
 
 def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
@@ -299,12 +304,12 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     compute, memory = c.compute_time / ce, dram + (c.memory_time - c.dram_time)
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
     cross = layer.input_bytes if split and layer.op != "Reorder" else 0
+    passes, pieces = _image_passes(layer), _split_rows(layer, dev.vector_lanes, split)
     if layer.op == "Reorder":   # a layout conversion alone (in front of a reshape)
         latency = reorder
     else:
         latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross,
-                                    _image_passes(layer),
-                                    _split_rows(layer, dev.vector_lanes, split))
+                                    passes, pieces)
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -324,8 +329,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
-        "weight_reads": layer.weight_reads, "image_passes": _image_passes(layer),
-        "split_rows": _split_rows(layer, dev.vector_lanes, split),
+        "weight_reads": layer.weight_reads, "image_passes": passes, "split_rows": pieces,
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
