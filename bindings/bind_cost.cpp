@@ -50,6 +50,7 @@ void bind_cost(py::module_& m) {
       .def_readonly("intensity", &LayerCost::intensity)
       .def_readonly("compute_time", &LayerCost::compute_time)
       .def_readonly("memory_time", &LayerCost::memory_time)
+      .def_readonly("far_time", &LayerCost::far_time)
       .def_readonly("dram_time", &LayerCost::dram_time)
       .def_readonly("latency", &LayerCost::latency)
       .def_readonly("compute_energy", &LayerCost::compute_energy)

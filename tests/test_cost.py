@@ -273,9 +273,11 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         # Non-MAC operations take an FMA's issue slot for one operation.
         ops = 2 * r["macs"] * on_input + 2 * r["other_ops"]
         assert q["compute_ms"] == pytest.approx(ops / dev.peak() * 1e3)
-        # The efficiency scales the DRAM part of the memory time only.
+        # The efficiency scales the part of the memory time beyond the near
+        # cache only (here DRAM: the preset has no shared level).
         assert r["dram_ms"] == pytest.approx(q["dram_ms"] / me)
-        c, mem = q["compute_ms"] / ce, q["dram_ms"] / me + (q["memory_ms"] - q["dram_ms"])
+        assert r["far_ms"] == pytest.approx(q["far_ms"] / me) == pytest.approx(r["dram_ms"])
+        c, mem = q["compute_ms"] / ce, q["far_ms"] / me + (q["memory_ms"] - q["far_ms"])
         expect = max(c, mem) + dev.overlap[r["regime"]] * min(c, mem) + (ov + reo) * 1e3
         assert r["latency_ms"] == pytest.approx(expect)
     assert dev.overlap["conv1x1"] == 0.3                  # conv1x1 defaults to conv
@@ -510,14 +512,14 @@ def test_host_fit_recovers_known_parameters():
             reorder = (6e-6 + rb / 2e10) if rb else 0.0
             # Half the layers at batch 1 (split across cores), half at 16.
             cross = float(10.0 ** rng.uniform(4, 7)) if k % 2 else 0.0
-            # A share of the memory time is DRAM traffic, which alone the
-            # efficiency scales; the rest is cached.
-            dram = m * rng.choice([0.0, 0.5, 1.0])
-            mem = dram / me + (m - dram)
+            # A share of the memory time is traffic beyond the near cache,
+            # which alone the efficiency scales; the rest is cached.
+            far = m * rng.choice([0.0, 0.5, 1.0])
+            mem = far / me + (m - far)
             hi, lo = max(c / ce, mem), min(c / ce, mem)
             passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
             rows = float(rng.integers(50, 3000)) if regime == "depthwise" and cross else 0.0
-            samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "dram": dram,
+            samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "far": far,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
                             "image_passes": passes, "split_rows": rows,
                             "chain_vectors": vectors, "mac_compute": macs,
@@ -539,7 +541,7 @@ def test_host_fit_recovers_known_parameters():
     dev = Device.preset("rpi4").replace(**fit)
     for s in (samples[60], samples[61]):   # depthwise at batch 16, then at batch 1
         c = s["compute"] / fit["compute_efficiency"]["depthwise"]
-        m = s["dram"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["dram"]
+        m = s["far"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["far"]
         assert dev.layer_latency("depthwise", c, m, s["reorder_bytes"], s["cross_core_bytes"],
                                  split_rows=s["split_rows"]) == pytest.approx(s["time"], rel=0.1)
 
@@ -874,10 +876,13 @@ def test_shared_cache_level_serves_what_misses_the_near_cache():
     assert row["dram_bytes"] == reads and row["shared_cache_bytes"] == writes
     total = profile(m, dev).total
     assert total.dram_bytes == reads and total.shared_cache_bytes == writes
-    dram = reads / dev.dram_bandwidth / dev.memory_efficiency["conv1x1"]
+    # The regime's memory efficiency scales both far levels' traffic.
+    me = dev.memory_efficiency["conv1x1"]
+    dram = reads / dev.dram_bandwidth / me
     assert row["dram_ms"] == pytest.approx(dram * 1e3)
+    assert row["far_ms"] == pytest.approx((dram + writes / 30e9 / me) * 1e3)
     assert row["memory_ms"] == pytest.approx(
-        (dram + cached / dev.cache_bandwidth + writes / 30e9) * 1e3)
+        (dram + cached / dev.cache_bandwidth + writes / 30e9 / me) * 1e3)
     # Energy by level: the shared level's bytes at its own figure.
     pricier = profile(m, _with_l3(near, shared_cache_energy_per_byte=1e-9)).rows[0]
     assert (pricier["energy_uj"] - row["energy_uj"]) * 1e-6 == pytest.approx(

@@ -115,11 +115,13 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     // same issue slot for one operation, so non-MAC operations take twice the
     // time per operation that MACs do.
     r.compute_time = (2 * l.macs + 2 * l.other_ops) / (peak * d.compute_efficiency[c]);
-    // The efficiency is the share of DRAM bandwidth a kernel streams at;
-    // cache-resident bytes move at the cache bandwidth, measured directly.
-    r.dram_time = (dram + d.dram_write_cost * written) / d.dram_bandwidth / d.memory_efficiency[c];
-    r.memory_time = r.dram_time + cached / d.cache_bandwidth +
-                    (shared > 0 ? shared / d.shared_cache_bandwidth : 0.0);
+    // The efficiency is the share of a far level's bandwidth (DRAM or the
+    // shared cache) a kernel streams at; bytes in the near cache move at its
+    // bandwidth, measured directly.
+    const double me = d.memory_efficiency[c];
+    r.dram_time = (dram + d.dram_write_cost * written) / d.dram_bandwidth / me;
+    r.far_time = r.dram_time + (shared > 0 ? shared / d.shared_cache_bandwidth / me : 0.0);
+    r.memory_time = r.far_time + cached / d.cache_bandwidth;
     r.memory_bound = r.memory_time > r.compute_time;
     r.latency = std::max(r.compute_time, r.memory_time) + d.overhead;
     r.compute_energy = l.macs * d.energy_per_mac[p] +

@@ -47,11 +47,11 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   vectors are its only independent accumulator chains, multiply-adds at
   chains / ``Device.fma_chains`` of the peak when it has fewer
   (``chain_use``);
-  memory time = DRAM bytes / (DRAM bandwidth · memory efficiency of the
-  regime) + cached bytes / cache bandwidth + shared-level bytes / shared-level
-  bandwidth (the efficiency is the share of DRAM bandwidth a regime's kernels
-  stream at; the cache bandwidth is measured directly, and a matrix-vector
-  product reads cache-resident weights at that rate); latency = max(compute,
+  memory time = (DRAM bytes / DRAM bandwidth + shared-level bytes /
+  shared-level bandwidth) / memory efficiency of the regime + cached bytes /
+  cache bandwidth (the efficiency is the share of a far level's bandwidth a
+  regime's kernels stream at; the cache bandwidth is measured directly, and
+  a matrix-vector product reads cache-resident weights at that rate); latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
   fixed per-primitive cost + predicted layout conversions (the runtime's

@@ -180,8 +180,9 @@ def layer_samples(model: Model, batch: int, base: Device,
     """Raw roofline terms of every layer of ``model`` with its measured times.
 
     ``compute`` and ``memory`` are the layer's roofline times on ``base`` at
-    efficiency 1 (seconds), ``dram`` the part of ``memory`` that is DRAM
-    traffic (the memory efficiency scales only that part), ``reorder_bytes``
+    efficiency 1 (seconds), ``far`` the part of ``memory`` that is traffic
+    beyond the near cache (shared level and DRAM; the memory efficiency
+    scales only that part), ``reorder_bytes``
     the predicted layout conversions, ``cross_core_bytes`` the input read
     from other cores' caches; ``time`` and ``reorder_time`` come from
     ``times`` (see :func:`layer_times`).
@@ -195,7 +196,7 @@ def layer_samples(model: Model, batch: int, base: Device,
     rep = profile(model, raw, batch)
     return [{"layer": r["layer"], "regime": r["regime"], "op": r["op"], "batch": batch,
              "compute": r["compute_ms"] * 1e-3, "memory": r["memory_ms"] * 1e-3,
-             "dram": r["dram_ms"] * 1e-3,
+             "far": r["far_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
              "image_passes": r["image_passes"], "split_rows": r["split_rows"],
              "chain_vectors": r["chain_vectors"],
@@ -271,8 +272,9 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
 
     Conversions: ``o_reorder + bytes / B_reorder``, fitted on the measured
     conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
-    o_regime`` plus its predicted conversion, where ``m' = d/e_m + (m - d)``
-    scales only the DRAM part ``d`` of the memory time ``m``; each regime's
+    o_regime`` plus its predicted conversion, where ``m' = f/e_m + (m - f)``
+    scales only the part ``f`` of the memory time ``m`` beyond the near
+    cache (shared level and DRAM); each regime's
     (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone
     conversions (in front of a reshape) carry no regime figures.
     """
@@ -282,7 +284,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                                   cache_bandwidth)
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
-           for k in ("compute", "memory", "dram", "reorder_bytes", "cross_core_bytes",
+           for k in ("compute", "memory", "far", "reorder_bytes", "cross_core_bytes",
                      "image_passes", "split_rows", "chain_vectors", "mac_compute", "time")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
@@ -298,8 +300,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         image_passes, split_rows = arr["image_passes"][m], arr["split_rows"][m]
         passes = (image_passes + split_rows)[:, None, None]
         vectors = arr["chain_vectors"][m][:, None, None]
-        dram = arr["dram"][m][:, None, None]
-        mm = dram / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - dram)
+        far = arr["far"][m][:, None, None]
+        mm = far / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - far)
         # A fixed cost cannot exceed the time of the regime's fastest layer.
         ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
         ovs = ov_grid if ov_grid.size else _OV_GRID[:1]

@@ -75,7 +75,8 @@ class CostReport(Table):
     classic roofline label: below the ridge point with DRAM bandwidth is
     ``memory``), ``time_bound`` (which term dominates the predicted latency once
     cache hits are counted), ``compute_ms``, ``memory_ms`` (of which
-    ``dram_ms``: DRAM traffic), ``latency_ms``,
+    ``far_ms``: traffic beyond the near cache, to the shared cache level or
+    DRAM, and of that ``dram_ms``: DRAM traffic), ``latency_ms``,
     ``energy_uj``, ``advice``, ``output_shape``, ``weight_reads`` (times the
     kernel streams the weights: once per image for a convolution with one
     output position per image, else 1), ``image_passes`` (passes of a
@@ -299,9 +300,10 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
     intensity = ops / moved if moved else float("inf")
     regime = layer.regime
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
-    # The efficiency scales DRAM traffic only (see the C++ core).
-    dram = c.dram_time / me
-    compute, memory = c.compute_time / ce, dram + (c.memory_time - c.dram_time)
+    # The efficiency scales the traffic beyond the near cache only (see the
+    # C++ core).
+    dram, far = c.dram_time / me, c.far_time / me
+    compute, memory = c.compute_time / ce, far + (c.memory_time - c.far_time)
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
     cross = layer.input_bytes if split and layer.op != "Reorder" else 0
     passes, pieces = _image_passes(layer), _split_rows(layer, dev.vector_lanes, split)
@@ -326,7 +328,8 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "chain_use": _chain_use(layer, dev),
         "chain_vectors": _chain_vectors(layer, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
-        "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "dram_ms": dram * 1e3,
+        "compute_ms": compute * 1e3, "memory_ms": memory * 1e3, "far_ms": far * 1e3,
+        "dram_ms": dram * 1e3,
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
         "weight_reads": layer.weight_reads, "image_passes": passes, "split_rows": pieces,

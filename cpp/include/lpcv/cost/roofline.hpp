@@ -75,9 +75,11 @@ struct LayerCost {
   double shared_cache_bytes = 0;  ///< of which from/to the shared cache level
   double intensity = 0;     ///< FLOPs per byte moved
   double compute_time = 0;  ///< s
-  /// s: dram_time + cached bytes at the cache bandwidth + shared-level
-  /// bytes at its bandwidth
+  /// s: far_time + cached bytes at the (near) cache bandwidth
   double memory_time = 0;
+  /// s: of which traffic beyond the near cache: DRAM bytes at the DRAM
+  /// bandwidth and shared-level bytes at its bandwidth, both × efficiency
+  double far_time = 0;
   double dram_time = 0;     ///< s: of which DRAM traffic, at the DRAM bandwidth × efficiency
   double latency = 0;       ///< max(compute, memory) + overhead, s
   double compute_energy = 0;  ///< J
