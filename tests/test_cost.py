@@ -247,6 +247,41 @@ def test_predicted_reorders_match_the_runtime_plan(arch, batch):
     assert predicted  # every one of these networks converts some layout
 
 
+def _gemm_then(nodes, outputs, n=64, **inits):
+    """A Gemm (n -> n) on a (1, n) input followed by ``nodes`` reading its output ``h``."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    return Model([Node("Gemm", "fc", ["x", "w"], ["h"])] + nodes, [ValueInfo("x", (1, n))],
+                 outputs, {"w": w, **inits}, name="gemm-then")
+
+
+def test_a_split_pays_its_fixed_cost_once_per_output():
+    # The runtime runs a split as one copy (reorder) per output.
+    m = _gemm_then([Node("Split", "split", ["h"], ["a", "b", "c", "d"], {"axis": 1})],
+                   [ValueInfo(t, (1, 16)) for t in "abcd"])
+    assert [s["node"] for s in lpcv.Session(m).steps().rows].count("split") == 4
+    dev = Device.preset("x86-avx512-core").replace(class_overhead={"data": 5e-6})
+    row = profile(m, dev).rows[1]
+    assert (row["op"], row["primitives"]) == ("Split", 4)
+    body = row["memory_ms"] * 1e-3   # no compute, no overlap
+    assert row["latency_ms"] == pytest.approx((body + 4 * 5e-6) * 1e3)
+    assert profile(m, dev).rows[0]["primitives"] == 1
+
+
+def test_a_free_reshape_is_read_from_where_its_source_was_written():
+    # A reshape of a plain tensor is free: the transpose after it reads the
+    # Gemm's output, just written and cached, not DRAM.
+    m = _gemm_then([Node("Reshape", "view", ["h", "shape"], ["v"]),
+                    Node("Transpose", "t", ["v"], ["y"], {"perm": [0, 2, 1]})],
+                   [ValueInfo("y", (1, 8, 8))], shape=np.array([1, 8, 8], np.int64))
+    dev = Device.preset("x86-avx512-core")
+    rows = profile(m, dev).rows
+    assert [r["op"] for r in rows] == ["Gemm", "Transpose"]
+    t = rows[1]
+    assert t["dram_bytes"] == 0 and t["far_ms"] == 0
+    assert t["memory_ms"] == pytest.approx(2 * 64 * 4 / dev.cache_bandwidth * 1e3)
+
+
 def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
     dev = Device.preset("x86-avx512-core").replace(
         compute_efficiency={"conv": 0.5, "conv1x1": 0.25, "depthwise": 0.1},
@@ -519,11 +554,13 @@ def test_host_fit_recovers_known_parameters():
             hi, lo = max(c / ce, mem), min(c / ce, mem)
             passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
             rows = float(rng.integers(50, 3000)) if regime == "depthwise" and cross else 0.0
+            # Layers run as several primitives pay the fixed cost each.
+            prims = float((k // 2) % 2 + 1) if regime == "conv" else 1.0
             samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "far": far,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
-                            "image_passes": passes, "split_rows": rows,
+                            "image_passes": passes, "split_rows": rows, "primitives": prims,
                             "chain_vectors": vectors, "mac_compute": macs,
-                            "time": hi + beta * lo + ov + reorder + x * cross
+                            "time": hi + beta * lo + ov * prims + reorder + x * cross
                             + passes * pass_cost + rows * row_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
     fit = fit_samples(samples, cache_bandwidth=5e10)

@@ -61,6 +61,7 @@ class LayerCount:
     weight_traffic: int = 0   # weight bytes the kernel reads (taps never on input are skipped)
     lane_channels: int = 0    # channels the kernel spreads over vector lanes (0: none)
     in_place: bool = False    # writes its output over its first input (the runtime's aliasing)
+    primitives: int = 1       # oneDNN primitives the runtime runs for it (a split: one per output)
 
 
 def lower(model: Model, batch_size: int):
@@ -165,6 +166,8 @@ def count_layers(low, formats: Optional[Mapping[str, WeightFormat]] = None,
             layer.op_class = "data"
             if op == "Concat":
                 layer.regime = "concat"
+            elif op == "Split":
+                layer.primitives = max(len(out_names), 1)
         for t in weights:
             arr = inits[t]
             fmt = formats.get(t) or formats.get(lname) or default_format(arr)

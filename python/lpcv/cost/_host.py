@@ -199,6 +199,7 @@ def layer_samples(model: Model, batch: int, base: Device,
              "far": r["far_ms"] * 1e-3,
              "reorder_bytes": r["reorder_bytes"], "cross_core_bytes": r["cross_core_bytes"],
              "image_passes": r["image_passes"], "split_rows": r["split_rows"],
+             "primitives": r["primitives"],
              "chain_vectors": r["chain_vectors"],
              # Multiply-add time alone (no post-ops), which chains limit; only
              # read for per-image convolutions, dense ones that run every tap,
@@ -272,7 +273,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
 
     Conversions: ``o_reorder + bytes / B_reorder``, fitted on the measured
     conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
-    o_regime`` plus its predicted conversion, where ``m' = f/e_m + (m - f)``
+    o_regime · primitives`` plus its predicted conversion, where ``m' = f/e_m + (m - f)``
     scales only the part ``f`` of the memory time ``m`` beyond the near
     cache (shared level and DRAM); each regime's
     (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone
@@ -285,7 +286,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "far", "reorder_bytes", "cross_core_bytes",
-                     "image_passes", "split_rows", "chain_vectors", "mac_compute", "time")}
+                     "image_passes", "split_rows", "chain_vectors", "mac_compute", "time",
+                     "primitives")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
@@ -300,10 +302,11 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         image_passes, split_rows = arr["image_passes"][m], arr["split_rows"][m]
         passes = (image_passes + split_rows)[:, None, None]
         vectors = arr["chain_vectors"][m][:, None, None]
+        prims = arr["primitives"][m][:, None, None]
         far = arr["far"][m][:, None, None]
         mm = far / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - far)
         # A fixed cost cannot exceed the time of the regime's fastest layer.
-        ov_grid = _OV_GRID[_OV_GRID <= (arr["time"][m] - reo[m]).min()]
+        ov_grid = _OV_GRID[_OV_GRID <= ((arr["time"][m] - reo[m]) / arr["primitives"][m]).min()]
         ovs = ov_grid if ov_grid.size else _OV_GRID[:1]
         # Only per-image kernels (one regime, conv_per_image) have chains
         # and extra passes to price, only depthwise ones split pieces.
@@ -325,7 +328,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
                         body = hi + b * lo + reo[m][:, None, None] + x * cross + p * passes
                         for ov in ovs:
                             # Ties (flat directions) resolve to the highest efficiencies.
-                            loss = _loss(body + ov, t).sum(axis=0)[::-1, ::-1]
+                            loss = _loss(body + ov * prims, t).sum(axis=0)[::-1, ::-1]
                             i, j = np.unravel_index(np.argmin(loss), loss.shape)
                             if loss[i, j] < best[0] - 1e-12:
                                 best = (loss[i, j], i, j, b, ov, x, p, ch)

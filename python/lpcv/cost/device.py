@@ -345,12 +345,14 @@ class Device:
 
     def layer_latency(self, regime: str, compute: float, memory: float,
                       reorder_bytes: float = 0.0, cross_core_bytes: float = 0.0,
-                      image_passes: float = 0.0, split_rows: float = 0.0) -> float:
+                      image_passes: float = 0.0, split_rows: float = 0.0,
+                      primitives: float = 1.0) -> float:
         """Seconds of one layer of ``regime`` from its compute and memory times.
 
         ``compute`` and ``memory`` are the roofline times at the regime's
         efficiencies; the shorter is partly exposed (``overlap``), the
-        regime's fixed cost is added, a layout conversion of
+        regime's fixed cost is added once per primitive the layer runs as
+        (``primitives``: a split runs one copy per output), a layout conversion of
         ``reorder_bytes`` (read + written) in front of the layer if any,
         ``cross_core_bytes`` read from other cores' caches (see
         ``cross_core_cost``), ``image_passes`` extra passes of a
@@ -360,7 +362,7 @@ class Device:
         body = max(compute, memory) + self.overlap[regime] * min(compute, memory)
         reorder = self.reorder_time(reorder_bytes) if reorder_bytes else 0.0
         cross = cross_core_bytes * self.cross_core_cost[regime]
-        return (body + self.regime_overhead(regime) + reorder + cross
+        return (body + primitives * self.regime_overhead(regime) + reorder + cross
                 + image_passes * self.image_pass_cost + split_rows * self.split_row_cost)
 
     def reorder_time(self, nbytes: float) -> float:
@@ -483,7 +485,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v26"
+_LIBRARY_KEY = "host-v27"
 
 
 def _user_cache_dir() -> Path:

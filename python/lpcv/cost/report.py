@@ -82,7 +82,9 @@ class CostReport(Table):
     output position per image, else 1), ``image_passes`` (passes of a
     ``conv_per_image`` kernel after its first, each priced at
     ``Device.image_pass_cost``), ``split_rows`` (pieces of a depthwise kernel
-    split across cores, each priced at ``Device.split_row_cost``).
+    split across cores, each priced at ``Device.split_row_cost``),
+    ``primitives`` (oneDNN primitives the runtime runs for the layer, each
+    paying the regime's fixed cost: a split runs one copy per output, else 1).
     """
 
     def __init__(self, rows, device: Device, model_name: str, batch_size: int,
@@ -195,10 +197,24 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     # streams).
     touched = 0.0
     written_at: Dict[str, float] = {}   # activation -> `touched` just after its producer
+    # A free view (a reshape no layout conversion precedes) is its input's
+    # bytes under another name: it was written when its input was (else the
+    # reader of a reshape, e.g. ShuffleNet's channel-shuffle transposes,
+    # was priced as reading DRAM: 70 % too slow at batch 1).
+    kept = {layer.name for layer in layers}
+    name_of = [t[0] for t in low.tensors]
+    view_of = {name_of[outs[0]]: name_of[ins[0]] for op, lname, ins, outs, _ in low.ops
+               if op == "View" and lname not in kept and ins and ins[0] >= 0 and outs}
+
+    def producer_output(t: str) -> str:
+        while t in view_of:
+            t = view_of[t]
+        return t
 
     def still_cached(data_in, capacity: float) -> bool:
         return bool(data_in) and all(
-            t in written_at and touched - written_at[t] + low.infos[t].size * act_bytes
+            producer_output(t) in written_at
+            and touched - written_at[producer_output(t)] + low.infos[t].size * act_bytes
             <= capacity * _REUSE_SHARE for t in data_in)
 
     shared = dev.shared_cache_bytes if dev.has_shared_cache else 0.0
@@ -311,7 +327,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         latency = reorder
     else:
         latency = dev.layer_latency(regime, compute, memory, layer.reorder_bytes, cross,
-                                    passes, pieces)
+                                    passes, pieces, layer.primitives)
     # The label is the classic roofline's: is the layer below the ridge point
     # when its bytes stream from DRAM? Latency below uses the cache model.
     attainable = min(dev.peak(layer.precision) * ce, intensity * dev.dram_bandwidth * me)
@@ -333,6 +349,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
         "reorder_bytes": layer.reorder_bytes, "reorder_ms": reorder * 1e3,
         "cross_core_bytes": cross, "cross_core_ms": cross * dev.cross_core_cost[regime] * 1e3,
         "weight_reads": layer.weight_reads, "image_passes": passes, "split_rows": pieces,
+        "primitives": layer.primitives,
         "latency_ms": latency * 1e3, "energy_uj": (c.compute_energy + c.memory_energy) * 1e6,
         "output_shape": "x".join(map(str, layer.output_shape)),
     }
