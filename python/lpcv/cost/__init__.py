@@ -16,7 +16,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   arithmetic intensity = operations / bytes;
 * cache model: an input written by an earlier layer is read from cache
   when it, plus everything the layers since wrote or streamed (outputs,
-  weights), fits in half the cache (LRU reuse distance); weights come from DRAM unless all the
+  weights), fits in half the cache (LRU reuse distance; a free reshape is
+  its source's bytes, written when its source was); weights come from DRAM unless all the
   model's weights fit in half the cache; an output larger than half the cache
   goes to DRAM; when weights and input together exceed the cache, the smaller
   of the two is re-read once per extra cache-sized tile; a convolution with
@@ -37,8 +38,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for one;
-  with a convolution's MACs counted on real input only: kernels skip the taps
-  that fall on padding, a large share on small maps, and on the device's
+  with a depthwise convolution's MACs counted on real input only: its kernels
+  skip the taps that fall on padding, a large share on small maps (dense
+  kernels run every tap), and on the device's
   padded vectors: kernels spread output channels (every channel of a depthwise
   convolution, the output features of a matrix product) over
   ``Device.vector_lanes`` lanes and pad the last vector, so 6 channels cost 16
@@ -58,7 +60,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   convolutions keep activations channels-last; a convolution whose input or
   residual operand comes in another layout, or a reshape of a non-plain
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
-  bandwidth) + input bytes · the regime's cross-core cost when the batch is
+  bandwidth) + the regime's fixed cost once more per extra primitive the
+  runtime runs the layer as (a split: one copy per output) + input bytes ·
+  the regime's cross-core cost when the batch is
   smaller than the device's threads (each primitive then splits single images
   across cores its own way and reads much of its input from another core's
   cache) + ``Device.image_pass_cost`` per image after the first of a
