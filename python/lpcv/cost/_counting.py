@@ -287,6 +287,19 @@ def _predict_reorders(low, layers: List[LayerCount], nbytes) -> None:
             layout[t] = out
 
 
+def view_sources(low, exclude=()) -> Dict[str, str]:
+    """The tensor whose bytes each view (reshape) output is, through chains
+    of views. Views named in ``exclude`` (layout conversions priced as
+    layers, which write a tensor of their own) are sources themselves."""
+    name_of = [t[0] for t in low.tensors]
+    source: Dict[str, str] = {}
+    for op, lname, ins, outs, _ in low.ops:
+        if op == "View" and lname not in exclude and ins and ins[0] >= 0:
+            src = name_of[ins[0]]
+            source.update((name_of[o], source.get(src, src)) for o in outs if o >= 0)
+    return source
+
+
 def tensor_lifetimes(low, activation_precision: str = "fp32"):
     """(sizes, birth, death) of every activation tensor in execution order.
 
@@ -298,7 +311,7 @@ def tensor_lifetimes(low, activation_precision: str = "fp32"):
     act_bytes = BITS[activation_precision] / 8
     birth: Dict[str, int] = {v.name: 0 for v in low.model.inputs}
     death: Dict[str, int] = dict(birth)
-    alias: Dict[str, str] = {}
+    alias = view_sources(low)
     steps = 0
     for op, _, ins, outs, _ in low.ops:
         for i in ins:
@@ -309,7 +322,6 @@ def tensor_lifetimes(low, activation_precision: str = "fp32"):
             if o < 0:
                 continue
             if op == "View":
-                alias[name_of[o]] = alias.get(name_of[ins[0]], name_of[ins[0]])
                 continue
             birth.setdefault(name_of[o], steps)
             death.setdefault(name_of[o], steps)

@@ -306,7 +306,7 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
         far = arr["far"][m][:, None, None]
         mm = far / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - far)
         # A fixed cost cannot exceed the time of the regime's fastest layer.
-        ov_grid = _OV_GRID[_OV_GRID <= ((arr["time"][m] - reo[m]) / arr["primitives"][m]).min()]
+        ov_grid = _OV_GRID[_OV_GRID <= ((arr["time"][m] - reo[m]) / prims[:, 0, 0]).min()]
         ovs = ov_grid if ov_grid.size else _OV_GRID[:1]
         # Only per-image kernels (one regime, conv_per_image) have chains
         # and extra passes to price, only depthwise ones split pieces.

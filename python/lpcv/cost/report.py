@@ -10,7 +10,7 @@ from .. import _core
 from .._report import Table
 from ..exceptions import ValidationError
 from ..graph import Model
-from ._counting import LayerCount, count_layers, lower, tensor_lifetimes
+from ._counting import LayerCount, count_layers, lower, tensor_lifetimes, view_sources
 from .device import OP_CLASSES, PRECISIONS, Device
 from .storage import BITS, WeightFormat
 
@@ -201,20 +201,12 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     # bytes under another name: it was written when its input was (else the
     # reader of a reshape, e.g. ShuffleNet's channel-shuffle transposes,
     # was priced as reading DRAM: 70 % too slow at batch 1).
-    kept = {layer.name for layer in layers}
-    name_of = [t[0] for t in low.tensors]
-    view_of = {name_of[outs[0]]: name_of[ins[0]] for op, lname, ins, outs, _ in low.ops
-               if op == "View" and lname not in kept and ins and ins[0] >= 0 and outs}
-
-    def producer_output(t: str) -> str:
-        while t in view_of:
-            t = view_of[t]
-        return t
+    source = view_sources(low, exclude={layer.name for layer in layers})
 
     def still_cached(data_in, capacity: float) -> bool:
         return bool(data_in) and all(
-            producer_output(t) in written_at
-            and touched - written_at[producer_output(t)] + low.infos[t].size * act_bytes
+            source.get(t, t) in written_at
+            and touched - written_at[source.get(t, t)] + low.infos[t].size * act_bytes
             <= capacity * _REUSE_SHARE for t in data_in)
 
     shared = dev.shared_cache_bytes if dev.has_shared_cache else 0.0
