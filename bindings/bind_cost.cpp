@@ -16,6 +16,7 @@ void bind_cost(py::module_& m) {
       .def_readwrite("energy_per_mac", &DeviceSpec::energy_per_mac)
       .def_readwrite("cache_bytes", &DeviceSpec::cache_bytes)
       .def_readwrite("cache_bandwidth", &DeviceSpec::cache_bandwidth)
+      .def_readwrite("cache_read_bandwidth", &DeviceSpec::cache_read_bandwidth)
       .def_readwrite("shared_cache_bytes", &DeviceSpec::shared_cache_bytes)
       .def_readwrite("shared_cache_bandwidth", &DeviceSpec::shared_cache_bandwidth)
       .def_readwrite("dram_bandwidth", &DeviceSpec::dram_bandwidth)

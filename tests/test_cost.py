@@ -851,6 +851,7 @@ def host_device(tmp_path_factory):
 def test_from_host_measures_this_machine(host_device):
     dev, folder = host_device
     assert 1e9 < dev.dram_bandwidth <= dev.cache_bandwidth < 1e13
+    assert dev.cache_bandwidth <= dev.cache_read_bandwidth <= 10 * dev.cache_bandwidth
     assert dev.cache_bytes > 0
     assert 1e9 < dev.peak_flops["fp32"] < 1e14
     for regime in ("conv", "conv1x1", "depthwise", "gemm"):
@@ -1180,3 +1181,97 @@ def test_per_image_convolutions_pay_a_fixed_cost_per_extra_image():
     for bad in (-1e-6, float("nan"), float("inf")):
         with pytest.raises(ValidationError, match="image_pass_cost"):
             dev.replace(image_pass_cost=bad)
+
+
+def _mlp(widths, batch=1):
+    """Fully connected layers widths[0] -> widths[1] -> ... (Gemm, transB)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], {}, "x"
+    for i, (k, n) in enumerate(zip(widths, widths[1:])):
+        inits[f"w{i}"] = rng.standard_normal((n, k)).astype(np.float32)
+        nodes.append(Node("Gemm", f"fc{i}", [x, f"w{i}"], [f"y{i}"], {"transB": 1}))
+        x = f"y{i}"
+    return Model(nodes, [ValueInfo("x", (batch, widths[0]))], [ValueInfo(x, ())], inits)
+
+
+def test_weights_kept_in_the_near_cache_stream_at_its_read_bandwidth():
+    # 784 -> 300 -> 10 (LeNet-300's shape): 0.95 MB of weights, within half
+    # of a 4 MiB near cache, so they stay there from run to run; input and
+    # output (the model's, and the first layer's output just written) are
+    # the rest of the near-cache bytes, at the copy bandwidth.
+    m = _mlp([784, 300, 10])
+    dev = Device.preset("x86-avx512-core").replace(cache_bytes=4 * 2 ** 20,
+                                                   shared_cache_bytes=0.0)
+    fast = dev.replace(cache_read_bandwidth=4 * dev.cache_bandwidth)
+    for before, after in zip(profile(m, dev).rows, profile(m, fast).rows):
+        weights = after["weight_bytes"]
+        near = after["bytes"] - after["dram_bytes"] - weights
+        assert after["memory_ms"] == pytest.approx(
+            (after["far_ms"] * 1e-3 + near / dev.cache_bandwidth
+             + weights / fast.cache_read_bandwidth) * 1e3)
+        assert before["memory_ms"] == pytest.approx(
+            (before["far_ms"] * 1e-3 + (near + weights) / dev.cache_bandwidth) * 1e3)
+    # Weights too large for half the cache come from beyond it every run:
+    # the read bandwidth changes nothing.
+    big = _mlp([4096, 512, 10])   # 8.4 MB of weights
+    assert ([r["memory_ms"] for r in profile(big, dev).rows]
+            == [r["memory_ms"] for r in profile(big, fast).rows])
+
+
+def test_products_on_cache_resident_weights_split_across_cores_are_their_own_regime():
+    dev = Device.preset("x86-avx512-core").replace(cache_bytes=4 * 2 ** 20)
+    # Only the 300-column product spans several 64-column blocks; the
+    # 10-column one runs on one core, like any product of a larger model.
+    assert [r["regime"] for r in profile(_mlp([784, 300, 10]), dev, 16).rows] == [
+        "gemm_resident", "gemm"]
+    assert [r["regime"] for r in profile(_mlp([4096, 512, 10]), dev, 16).rows] == [
+        "gemm", "gemm"]
+    # Without figures of its own the regime is priced like gemm; with them,
+    # by them.
+    m = _mlp([784, 300, 10], batch=16)
+    plain = dev.replace(compute_efficiency={"gemm": 0.3}, class_overhead={"gemm": 1e-6})
+    fc0 = profile(m, plain, 16).rows[0]
+    gemm_like = plain.layer_latency("gemm", fc0["compute_ms"] * 1e-3, fc0["memory_ms"] * 1e-3)
+    assert fc0["latency_ms"] == pytest.approx(gemm_like * 1e3)
+    own = plain.replace(compute_efficiency={"gemm": 0.3, "gemm_resident": 0.6},
+                        class_overhead={"gemm": 1e-6, "gemm_resident": 3e-6})
+    fc0_own = profile(m, own, 16).rows[0]
+    assert fc0_own["compute_ms"] == pytest.approx(fc0["compute_ms"] / 2)
+    assert fc0_own["latency_ms"] == pytest.approx(own.layer_latency(
+        "gemm_resident", fc0_own["compute_ms"] * 1e-3, fc0_own["memory_ms"] * 1e-3) * 1e3)
+    assert own.regime_overhead("gemm_resident") == 3e-6
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf"), "fast"])
+def test_device_rejects_bad_cache_read_bandwidth(bad):
+    with pytest.raises(ValidationError, match="cache_read_bandwidth"):
+        Device.preset("rpi4").replace(cache_read_bandwidth=bad)
+
+
+def test_device_cache_read_bandwidth_defaults_to_the_copy_bandwidth_and_round_trips():
+    from lpcv import _core
+    dev = Device.preset("rpi4")
+    assert dev.cache_read_bandwidth is None and dev.to_spec().cache_read_bandwidth == 0.0
+    fast = dev.replace(cache_read_bandwidth=3 * dev.cache_bandwidth)
+    assert Device.from_dict(json.loads(json.dumps(fast.to_dict()))) == fast
+    spec = fast.to_spec()
+    spec.cache_read_bandwidth = -1.0
+    with pytest.raises(ValueError, match="cache read bandwidth"):
+        _core.check_device(spec)
+
+
+def test_cache_read_bandwidth_is_the_slope_of_two_matrix_vector_products(monkeypatch):
+    import lpcv.cost._host as host
+    # Stand-in timer: 2 µs fixed + bytes of the matrix at 300 GB/s; the
+    # slope drops the fixed cost.
+    calls = []
+
+    def fake(m, n, k, dtype, repeats, threads):
+        calls.append((m, n, k))
+        return 2e-6 + 4.0 * n * k / 300e9
+
+    monkeypatch.setattr(host._core, "time_matmul", fake)
+    assert host.cache_read_bandwidth(4 * 2 ** 20, 2) == pytest.approx(300e9)
+    # Matrix-vector products whose matrices fill 1/8 and 1/2 of the cache.
+    assert [m for m, _, _ in calls] == [1, 1]
+    assert [4 * n * k for _, n, k in calls] == [2 ** 19, 2 ** 21]

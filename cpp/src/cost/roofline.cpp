@@ -51,6 +51,9 @@ void check_device(const DeviceSpec& d) {
     if (!std::isfinite(p) || p < 0) throw InvalidArgument(cat("device: peak ", p, " is invalid"));
   for (double e : d.energy_per_mac)
     if (!std::isfinite(e) || e < 0) throw InvalidArgument(cat("device: MAC energy ", e, " is invalid"));
+  if (!std::isfinite(d.cache_read_bandwidth) || d.cache_read_bandwidth < 0)
+    throw InvalidArgument(cat("device: cache read bandwidth must be >= 0, got ",
+                              d.cache_read_bandwidth));
   if (!positive(d.dram_bandwidth) || !positive(d.cache_bandwidth))
     throw InvalidArgument(cat("device: bandwidths must be positive, got dram=", d.dram_bandwidth,
                               " cache=", d.cache_bandwidth));
@@ -121,7 +124,11 @@ std::vector<LayerCost> estimate(const std::vector<LayerCounts>& layers, const De
     const double me = d.memory_efficiency[c];
     r.dram_time = (dram + d.dram_write_cost * written) / d.dram_bandwidth / me;
     r.far_time = r.dram_time + (shared > 0 ? shared / d.shared_cache_bandwidth / me : 0.0);
-    r.memory_time = r.far_time + cached / d.cache_bandwidth;
+    // Weights the near cache keeps from run to run are a read-only stream:
+    // they move at its read bandwidth when that is known.
+    const double resident = l.weights_in_cache ? std::min(cached, l.weight_bytes) : 0.0;
+    const double read_bw = d.cache_read_bandwidth > 0 ? d.cache_read_bandwidth : d.cache_bandwidth;
+    r.memory_time = r.far_time + (cached - resident) / d.cache_bandwidth + resident / read_bw;
     r.memory_bound = r.memory_time > r.compute_time;
     r.latency = std::max(r.compute_time, r.memory_time) + d.overhead;
     r.compute_energy = l.macs * d.energy_per_mac[p] +

@@ -33,8 +33,11 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones, concatenations apart from other data movement and, among them,
   those with inputs in different layouts (oneDNN's reference kernel),
-  global poolings apart from windowed ones, and convolutions with one output
-  position per image apart from other 1×1 ones (``REGIMES``);
+  global poolings apart from windowed ones, convolutions with one output
+  position per image apart from other 1×1 ones, and matrix products on
+  weights that stay in the near cache and that split their output columns
+  across cores (more than one 64-column block) apart from other products
+  (``REGIMES``);
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for one;
@@ -52,8 +55,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   memory time = (DRAM bytes / DRAM bandwidth + shared-level bytes /
   shared-level bandwidth) / memory efficiency of the regime + cached bytes /
   cache bandwidth (the efficiency is the share of a far level's bandwidth a
-  regime's kernels stream at; the cache bandwidth is measured directly, and
-  a matrix-vector product reads cache-resident weights at that rate); latency = max(compute,
+  regime's kernels stream at; the cache bandwidth is measured directly),
+  except weights that stay in the near cache from run to run, a read-only
+  stream at ``Device.cache_read_bandwidth`` when the device has one;
+  latency = max(compute,
   memory) + overlap · min(compute, memory) (the part of the shorter term real
   kernels do not hide, per regime; 0 is the ideal roofline) + the regime's
   fixed per-primitive cost + predicted layout conversions (the runtime's
@@ -73,7 +78,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   per-inference overhead and its gap per layer after the first (what a whole
   run spends between and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks, and the shared level's bandwidth and the largest copy it still
+  micro-benchmarks (the near cache's read bandwidth from the slope between
+  two matrix-vector products on cached matrices), and the shared level's bandwidth and the largest copy it still
   serves at least halfway from DRAM's speed to its own (fastest repeats; peaks
   and cache bandwidths the best of five measurements spread over the
   calibration; DRAM bandwidth, shared with other tenants, and fixed costs

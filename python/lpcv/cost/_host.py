@@ -93,6 +93,18 @@ def shared_cache_figures(threads: int, private_bytes: float, dram_copy_bandwidth
             "shared_bw": bandwidths[0]}
 
 
+def cache_read_bandwidth(cache_bytes: float, threads: int) -> float:
+    """Bytes/s at which the cores only read from their private caches: the
+    slope between two oneDNN matrix-vector products whose matrices fill an
+    eighth and a half of ``cache_bytes`` (the slope drops the products'
+    fixed cost; vector and result are a few kilobytes)."""
+    columns = 512 * threads   # eight 64-column blocks per core
+    small, large = (max(int(f * cache_bytes / (4 * columns)), 16) for f in (1 / 8, 1 / 2))
+    t_small, t_large = (_core.time_matmul(1, columns, rows, "float32", 200, threads)
+                        for rows in (small, large))
+    return 4.0 * columns * (large - small) / max(t_large - t_small, 1e-9)
+
+
 def _vector_lanes(cpuinfo: str = "/proc/cpuinfo") -> int:
     """fp32 lanes of this CPU's widest vectors oneDNN uses, from its flags:
     16 with AVX-512, 8 with AVX/AVX2, 4 with SSE or NEON (1 if unknown)."""
@@ -427,7 +439,11 @@ def host_figures(threads: int) -> Dict[str, float]:
     cache = _cache_bytes(threads)
     # Source and destination together fill half the private caches.
     cache_bw = 2 * (cache / 4) / _core.time_copy(int(cache / 4), 50, threads)
+    # Reads alone are no slower than a copy's reads and writes; a slope made
+    # noisy by one slow repeat is capped at ten times the copy's rate.
+    read_bw = float(np.clip(cache_read_bandwidth(cache, threads), cache_bw, 10 * cache_bw))
     return {"fp32": fp32, "int8": int8, "dram": dram, "cache_bw": max(cache_bw, dram),
+            "cache_read_bw": max(read_bw, dram),
             **shared_cache_figures(threads, cache, 2 * 256 * _MB / dram_copy),
             "overhead": _core.time_tiny_primitive(20, threads),
             "run_overhead": run_overhead(threads)}
@@ -439,7 +455,7 @@ def host_figures(threads: int) -> Dict[str, float]:
 #: other tenants and moves both ways (on a 2-vCPU EPYC VM: 65-67 GB/s in four
 #: of five measurements, 123 GB/s in one), so it keeps its median, like the
 #: fixed costs and the layers' times.
-_THROUGHPUTS = ("fp32", "int8", "cache_bw", "shared_bw")
+_THROUGHPUTS = ("fp32", "int8", "cache_bw", "cache_read_bw", "shared_bw")
 
 
 def combine_figures(runs: List[Dict[str, float]]) -> Dict[str, float]:
@@ -493,6 +509,8 @@ def fit_host(runs: List[Dict[str, float]],
         name="host", peak_flops={"fp32": f["fp32"], "int8": f["int8"]},
         dram_bandwidth=f["dram"], cache_bytes=_cache_bytes(threads),
         cache_bandwidth=f["cache_bw"], overhead=f["overhead"],
+        # Older kept measurements have no read bandwidth: the copy rate.
+        cache_read_bandwidth=f.get("cache_read_bw"),
         # The shared level's capacity keeps its median, like a fixed cost:
         # a neighbour's load can move it either way.
         shared_cache_bytes=f["shared_bytes"],

@@ -212,6 +212,8 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     shared = dev.shared_cache_bytes if dev.has_shared_cache else 0.0
     # Without a shared level its flags are never read: skip the second walk.
     in_shared = still_cached if shared else (lambda data_in, capacity: False)
+    # Weights that fit in half the near cache stay there from run to run.
+    resident = total_weights <= dev.cache_bytes / 2
     counts = []
     for layer in layers:
         data_in = [t for t in layer.inputs if t not in low.model.initializers]
@@ -225,8 +227,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
             float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes)
             / _chain_use(layer, dev),
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
-            float(written), near,
-            total_weights <= dev.cache_bytes / 2, float(layer.weight_reads),
+            float(written), near, resident, float(layer.weight_reads),
             far, total_weights <= shared / 2))
         touched += layer.weight_traffic + layer.output_bytes
         written_at.update((t, touched) for t in layer.outputs)
@@ -240,7 +241,8 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     costs = _core.estimate(counts, spec)
     # With fewer images than threads, primitives split images across cores.
     split = int(batch_size) < dev.threads
-    rows = [_row(layer, c, dev, split) for layer, c in zip(layers, costs)]
+    rows = [_row(layer, c, dev, split, _regime(layer, resident))
+            for layer, c in zip(layers, costs)]
     sizes, birth, death = tensor_lifetimes(low, activation_precision)
     peak = _core.peak_live_bytes(sizes, birth, death)
     total = ModelCost(
@@ -255,6 +257,22 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         energy=sum(c.compute_energy + c.memory_energy for c in costs),
         peak_activation_bytes=peak, layers=len(rows))
     return CostReport(rows, dev, model.name, int(batch_size), total)
+
+
+#: Output columns per block of oneDNN's matrix products, the unit they split
+#: across cores: a product with one block (10 classes) runs on one core, with
+#: no fork-join (0.6-0.8 µs where two-block ones took 2-3 µs).
+_GEMM_COLUMN_BLOCK = 64
+
+
+def _regime(layer: LayerCount, weights_resident: bool) -> str:
+    """``layer``'s regime on a device: matrix products whose weights stay in
+    the near cache (``weights_resident``) and that split their columns
+    across cores are ``gemm_resident``."""
+    if (layer.regime == "gemm" and weights_resident
+            and layer.lane_channels > _GEMM_COLUMN_BLOCK):
+        return "gemm_resident"
+    return layer.regime
 
 
 def _vectors(channels: int, lanes: int) -> int:
@@ -302,11 +320,10 @@ def _split_rows(layer: LayerCount, lanes: int, split: bool) -> int:
     return n * _vectors(max(layer.lane_channels, 1), lanes) * rows
 
 
-def _row(layer: LayerCount, c, dev: Device, split: bool) -> Dict[str, Any]:
+def _row(layer: LayerCount, c, dev: Device, split: bool, regime: str) -> Dict[str, Any]:
     ops = 2 * layer.macs + layer.other_ops
     moved = layer.weight_bytes + layer.input_bytes + layer.output_bytes
     intensity = ops / moved if moved else float("inf")
-    regime = layer.regime
     ce, me = dev.compute_efficiency[regime], dev.memory_efficiency[regime]
     # The efficiency scales the traffic beyond the near cache only (see the
     # C++ core).

@@ -32,6 +32,9 @@ struct DeviceSpec {
   std::array<double, kPrecisions> energy_per_mac{}; ///< J per multiply-add
   double cache_bytes = 0;        ///< capacity of the cache next to the cores
   double cache_bandwidth = 0;    ///< B/s between cache and cores
+  /// B/s at which the cores only read from that cache (weights kept there
+  /// from run to run; no writes share it); 0: cache_bandwidth.
+  double cache_read_bandwidth = 0;
   /// A second, larger cache level between that cache and DRAM (a shared
   /// L3); 0 (or no more than cache_bytes): none.
   double shared_cache_bytes = 0;
