@@ -1275,3 +1275,22 @@ def test_cache_read_bandwidth_is_the_slope_of_two_matrix_vector_products(monkeyp
     # Matrix-vector products whose matrices fill 1/8 and 1/2 of the cache.
     assert [m for m, _, _ in calls] == [1, 1]
     assert [4 * n * k for _, n, k in calls] == [2 ** 19, 2 ** 21]
+
+
+def test_calibration_mlp_is_built_from_its_name():
+    from lpcv.cost._host import CALIBRATION_MODELS, _calibration_model
+    m = _calibration_model("mlp-1024-256-128-10")
+    rows = profile(m, Device.preset("x86-avx512-core"), 16).rows
+    assert [(r["op"], r["output_shape"]) for r in rows] == [
+        ("Gemm", "16x256"), ("Gemm", "16x128"), ("Gemm", "16x10")]
+    assert m.num_parameters() == 1024 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    # ReLUs between the layers (fused into them), none after the last.
+    assert [r["other_ops"] for r in rows] == [16 * 256 * 2, 16 * 128 * 2, 16 * 10]
+    # The calibration one keeps its weights in half of a 2 x 2 MiB near
+    # cache and has only products split across cores, so it calibrates the
+    # gemm_resident regime alone there.
+    name = "mlp-1024-256-128"
+    assert (name, 1) in CALIBRATION_MODELS and (name, 16) in CALIBRATION_MODELS
+    host_like = Device.preset("x86-avx512-core").replace(cache_bytes=4 * 2 ** 20)
+    assert [r["regime"] for r in profile(_calibration_model(name), host_like, 16).rows] == [
+        "gemm_resident", "gemm_resident"]
