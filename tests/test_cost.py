@@ -1183,15 +1183,11 @@ def test_per_image_convolutions_pay_a_fixed_cost_per_extra_image():
             dev.replace(image_pass_cost=bad)
 
 
-def _mlp(widths, batch=1):
-    """Fully connected layers widths[0] -> widths[1] -> ... (Gemm, transB)."""
-    rng = np.random.default_rng(0)
-    nodes, inits, x = [], {}, "x"
-    for i, (k, n) in enumerate(zip(widths, widths[1:])):
-        inits[f"w{i}"] = rng.standard_normal((n, k)).astype(np.float32)
-        nodes.append(Node("Gemm", f"fc{i}", [x, f"w{i}"], [f"y{i}"], {"transB": 1}))
-        x = f"y{i}"
-    return Model(nodes, [ValueInfo("x", (batch, widths[0]))], [ValueInfo(x, ())], inits)
+def _mlp(widths):
+    """Fully connected layers widths[0] -> widths[1] -> ... (the host
+    calibration's builder: Gemm with bias, ReLUs between)."""
+    from lpcv.cost._host import _mlp as build
+    return build(list(widths))
 
 
 def test_weights_kept_in_the_near_cache_stream_at_its_read_bandwidth():
@@ -1228,7 +1224,7 @@ def test_products_on_cache_resident_weights_split_across_cores_are_their_own_reg
         "gemm", "gemm"]
     # Without figures of its own the regime is priced like gemm; with them,
     # by them.
-    m = _mlp([784, 300, 10], batch=16)
+    m = _mlp([784, 300, 10])
     plain = dev.replace(compute_efficiency={"gemm": 0.3}, class_overhead={"gemm": 1e-6})
     fc0 = profile(m, plain, 16).rows[0]
     gemm_like = plain.layer_latency("gemm", fc0["compute_ms"] * 1e-3, fc0["memory_ms"] * 1e-3)
