@@ -1273,6 +1273,30 @@ def test_cache_read_bandwidth_is_the_slope_of_two_matrix_vector_products(monkeyp
     assert [4 * n * k for _, n, k in calls] == [2 ** 19, 2 ** 21]
 
 
+def test_cache_copy_bandwidth_is_the_slope_of_two_copies(monkeypatch):
+    import lpcv.cost._host as host
+    # Stand-in timer: 2 µs fixed (fork-join) + bytes read and written at
+    # 80 GB/s; the slope drops the fixed cost that the larger copy's own
+    # rate (2 · 256 KiB / 8.55 µs = 61 GB/s) still holds.
+    sizes = []
+
+    def fake(nbytes, repeats, threads):
+        sizes.append(nbytes)
+        return 2e-6 + 2 * nbytes / 80e9
+
+    monkeypatch.setattr(host._core, "time_copy", fake)
+    assert host.cache_copy_bandwidth(2 ** 20, 2) == pytest.approx(80e9)
+    assert sizes == [2 ** 16, 2 ** 18]   # a sixteenth and a quarter of the cache
+    # A slope made absurd by a slow small copy is kept within 1-3x the
+    # larger copy's rate; one made too low cannot fall below that rate.
+    times = iter([8e-6, 8.5e-6])
+    monkeypatch.setattr(host._core, "time_copy", lambda n, r, t: next(times))
+    assert host.cache_copy_bandwidth(2 ** 20, 2) == pytest.approx(3 * 2 * 2 ** 18 / 8.5e-6)
+    times = iter([1e-6, 100e-6])
+    monkeypatch.setattr(host._core, "time_copy", lambda n, r, t: next(times))
+    assert host.cache_copy_bandwidth(2 ** 20, 2) == pytest.approx(2 * 2 ** 18 / 100e-6)
+
+
 def test_calibration_mlp_is_built_from_its_name():
     from lpcv.cost._host import CALIBRATION_MODELS, _calibration_model
     m = _calibration_model("mlp-1024-256-128-10")

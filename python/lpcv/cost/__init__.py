@@ -78,10 +78,12 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   per-inference overhead and its gap per layer after the first (what a whole
   run spends between and around layers that timing each alone does not show);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
-  micro-benchmarks (the near cache's read bandwidth from the slope between
-  two matrix-vector products on cached matrices), and the shared level's bandwidth and the largest copy it still
-  serves at least halfway from DRAM's speed to its own (fastest repeats; peaks
-  and cache bandwidths the best of five measurements spread over the
+  micro-benchmarks (the near cache's copy bandwidth from the slope between two
+  copies, so that it holds no fixed cost, and its read bandwidth from the
+  slope between two matrix-vector products on cached matrices), and the
+  shared level's bandwidth and the largest copy it still serves at least
+  halfway from DRAM's speed to its own (fastest repeats; peaks and cache
+  bandwidths the best of five measurements spread over the
   calibration; DRAM bandwidth, shared with other tenants, and fixed costs
   their median) and fits the reorder cost on measured conversions, then each
   regime's efficiencies, overlap, fixed cost (at most the time of the regime's

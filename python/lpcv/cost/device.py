@@ -141,7 +141,9 @@ class Device:
         Capacity of the cache next to the cores (private L2s, or a small
         last-level cache) available to the model, bytes.
     cache_bandwidth : float
-        Bandwidth between that cache and the cores, bytes/s.
+        Bandwidth between that cache and the cores, bytes/s, without fixed
+        costs (the regimes price those apart; :meth:`from_host` measures it
+        as the slope between two copies).
     cache_read_bandwidth : float, optional
         Bytes/s at which the cores only read from that cache; the weights of
         a model small enough to stay there from run to run (all of them in
@@ -499,7 +501,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v28"
+_LIBRARY_KEY = "host-v29"
 
 
 def _user_cache_dir() -> Path:
