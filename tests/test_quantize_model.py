@@ -87,16 +87,30 @@ def test_qdq_structure_and_weights_match_numpy(tmp_path):
     assert "bits" in rep.to_markdown() and "<table" in rep._repr_html_()
 
 
+def _x86_without_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx2" in flags and "vnni" not in flags
+
+
 def test_exported_file_matches_literal_simulation(tmp_path):
     """The QDQ graph is what onnxruntime executes; its optimized int8 path agrees."""
     qm, _ = quantize_model(lpcv.zoo.reference("fmnist-lenet5"), CALIB, "w8a8", progress=False)
-    literal = ort_outputs(qm, X[:500], tmp_path)
-    fused = ort_outputs(qm, X[:500], tmp_path, optimize=True)
-    assert np.mean(literal.argmax(1) == fused.argmax(1)) >= 0.99
     path = os.path.join(tmp_path, "q.onnx")
     lpcv.save(qm, path)
     back = lpcv.load(path)
     assert back.initializers[next(k for k in back.initializers if k.endswith("_quantized"))].dtype == np.int8
+    if _x86_without_vnni():
+        # onnxruntime's fused u8 x s8 kernels add product pairs in saturating
+        # 16-bit lanes on such CPUs (seen: 96.8 % agreement on an AVX2
+        # EPYC); lpcv's own int8 session stays exact there
+        # (test_int8_session_agrees_with_simulation).
+        pytest.skip("onnxruntime's int8 kernels saturate on x86 CPUs without VNNI")
+    literal = ort_outputs(qm, X[:500], tmp_path)
+    fused = ort_outputs(qm, X[:500], tmp_path, optimize=True)
+    assert np.mean(literal.argmax(1) == fused.argmax(1)) >= 0.99
 
 
 def test_mse_weight_range_beats_minmax_at_4_bits():
