@@ -247,6 +247,40 @@ def test_predicted_reorders_match_the_runtime_plan(arch, batch):
     assert predicted  # every one of these networks converts some layout
 
 
+def _first_conv_then_pool(channels):
+    """LeNet-5's first stage with ``channels`` maps: a 5×5 convolution on a
+    one-channel input (the runtime writes it in the blocked layout), a
+    pooling that keeps the layout and a convolution that converts it."""
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((channels, 1, 5, 5)).astype(np.float32)
+    w1 = rng.standard_normal((16, channels, 5, 5)).astype(np.float32)
+    return Model([Node("Conv", "c0", ["x", "w0"], ["a"], {"pads": [2, 2, 2, 2]}),
+                  Node("MaxPool", "p0", ["a"], ["b"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+                  Node("Conv", "c1", ["b", "w1"], ["y"])],
+                 [ValueInfo("x", (1, 1, 28, 28))], [ValueInfo("y", ())], {"w0": w0, "w1": w1},
+                 name=f"stage-{channels}")
+
+
+def test_blocked_layout_pads_channels_like_the_runtime():
+    # Oracle: the compiled plan's buffers are the same for 6 and 16 maps
+    # (the blocked layout pads 6 channels to a block of 16).
+    six, sixteen = _first_conv_then_pool(6), _first_conv_then_pool(16)
+    assert lpcv.Session(six).activation_bytes == lpcv.Session(sixteen).activation_bytes
+    dev = Device.preset("x86-avx512-core")
+    assert dev.vector_lanes == 16
+    a, b = profile(six, dev).rows, profile(sixteen, dev).rows
+    padded, plain = 16 * 28 * 28 * 4, 6 * 28 * 28 * 4
+    assert (a[0]["output_bytes"], a[1]["input_bytes"]) == (padded, padded)
+    assert (a[1]["input_bytes"], a[1]["output_bytes"]) == (b[1]["input_bytes"], b[1]["output_bytes"])
+    assert a[1]["other_ops"] == b[1]["other_ops"]   # the pooling runs the padding lanes
+    # The conversion reads the padded blocks and writes 6 channels-last maps.
+    assert a[2]["reorder_bytes"] == (padded + plain) // 4
+    assert a[0]["macs"] == 6 * 28 * 28 * 25   # the counts keep the real channels
+    # Blocks of 8 (AVX2): 6 channels take 8.
+    rows = profile(six, dev.replace(vector_lanes=8)).rows
+    assert rows[1]["input_bytes"] == 8 * 28 * 28 * 4
+
+
 def _gemm_then(nodes, outputs, n=64, **inits):
     """A Gemm (n -> n) on a (1, n) input followed by ``nodes`` reading its output ``h``."""
     rng = np.random.default_rng(0)

@@ -501,7 +501,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v29"
+_LIBRARY_KEY = "host-v30"
 
 
 def _user_cache_dir() -> Path:

@@ -188,7 +188,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
                               f"{activation_precision!r}")
     dev = Device.resolve(device)
     low = lower(model, int(batch_size))
-    layers = count_layers(low, formats, activation_precision)
+    layers = count_layers(low, formats, activation_precision, dev.vector_lanes)
     total_weights = sum(layer.weight_bytes for layer in layers)
     act_bytes = BITS[activation_precision] / 8
     # Reuse distance: an activation is still cached when it and everything
