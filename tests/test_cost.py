@@ -356,37 +356,49 @@ def test_latency_is_roofline_plus_regime_overhead_plus_reorders():
         dev.replace(overlap={"conv": 1.5})
 
 
-def test_whole_model_adds_the_layer_gap_once_per_layer_after_the_first():
+def test_whole_model_adds_each_layers_gap():
+    from lpcv.cost.device import GAP_REFERENCE
     m = _conv_model([(16, 3, 1), (16, 3, 16), (32, 1, 1)], cin=8)
     dev = Device.preset("x86-avx512-core").replace(run_overhead=20e-6)
     base = profile(m, dev)
-    gapped = profile(m, dev.replace(layer_gap=3e-6))
-    # Rows are what one layer timed alone takes: unchanged.
-    assert [r["latency_ms"] for r in gapped.rows] == [r["latency_ms"] for r in base.rows]
-    assert gapped.total.layers == 3
-    assert gapped.total.latency == pytest.approx(
-        sum(r["latency_ms"] for r in base.rows) / 1e3 + 20e-6 + 2 * 3e-6)
-    assert base.total.latency == pytest.approx(sum(r["latency_ms"] for r in base.rows) / 1e3
-                                               + 20e-6)
+    t = np.array([r["latency_ms"] for r in base.rows]) * 1e-3
+    assert base.total.latency == pytest.approx(t.sum() + 20e-6)
+    for exponent, gaps in [(0.0, 3 * 3e-6), (1.0, 3e-6 * t.sum() / GAP_REFERENCE),
+                           (0.5, 3e-6 * np.sum(np.sqrt(t / GAP_REFERENCE)))]:
+        gapped = profile(m, dev.replace(layer_gap=3e-6, layer_gap_exponent=exponent))
+        # Rows are what one layer timed alone takes: unchanged.
+        assert [r["latency_ms"] for r in gapped.rows] == [r["latency_ms"] for r in base.rows]
+        assert gapped.total.latency == pytest.approx(t.sum() + 20e-6 + gaps)
     for bad in (-1e-6, float("nan"), float("inf"), "1us"):
         with pytest.raises(ValidationError, match="layer_gap"):
             dev.replace(layer_gap=bad)
+    for bad in (-0.1, 1.5, float("nan"), True, "half"):
+        with pytest.raises(ValidationError, match="layer_gap_exponent"):
+            dev.replace(layer_gap_exponent=bad)
 
 
-def test_layer_gap_fit_recovers_a_known_gap():
-    from lpcv.cost._host import _GAP_GRID, fit_layer_gap
+def test_whole_run_fit_recovers_a_known_gap_and_exponent():
+    from lpcv.cost._host import _GAP_EXPONENT_GRID, _GAP_GRID, fit_whole_runs
+    from lpcv.cost.device import GAP_REFERENCE
     rng = np.random.default_rng(0)
-    predicted = rng.uniform(50e-6, 50e-3, 12)
-    layers = rng.integers(1, 120, 12)
-    gap = float(_GAP_GRID[30])
-    measured = predicted + (layers - 1) * gap
-    assert fit_layer_gap(predicted, layers, measured) == gap
-    # Whole runs as fast as predicted: no gap; no networks: no gap.
-    assert fit_layer_gap(predicted, layers, predicted) == 0.0
-    assert fit_layer_gap([], [], []) == 0.0
+    layers = [rng.uniform(1e-6, 2e-3, int(n)) for n in rng.integers(3, 120, 12)]
+    summed = np.array([t.sum() for t in layers])
+    gap, exponent, overhead = float(_GAP_GRID[30]), float(_GAP_EXPONENT_GRID[12]), 3e-6
+
+    def whole(g, e):
+        return np.array([t.sum() + overhead + g * np.sum((t / GAP_REFERENCE) ** e)
+                         for t in layers])
+
+    measured = whole(gap, exponent)
+    assert fit_whole_runs(layers, measured, overhead) == (gap, exponent)
+    assert fit_whole_runs(layers, whole(gap, 0.0), overhead) == (gap, 0.0)
+    assert fit_whole_runs(layers, whole(gap, 1.0), overhead) == (gap, 1.0)
+    # Whole runs as fast as their layers: no gap; no networks: none.
+    assert fit_whole_runs(layers, summed + overhead, overhead)[0] == 0.0
+    assert fit_whole_runs([], []) == (0.0, 0.0)
     # One network far off (a slow spell) does not drag the fit: the loss is capped.
     measured[0] *= 3
-    assert fit_layer_gap(predicted, layers, measured) == gap
+    assert fit_whole_runs(layers, measured, overhead) == (gap, exponent)
 
 
 def test_layer_times_include_the_whole_run():
@@ -735,7 +747,7 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
             calls.append("profile")
             warmups.append(warmup)
             k = calls.count("profile")
-            return Table([{"node": n, "time_ms": 1.0 + k + i, "min_ms": 0.5}
+            return Table([{"node": n, "time_ms": 1.0 + k + i, "min_ms": 0.5, "reorder_ms": 0.0}
                           for i, n in enumerate(layers)])
 
         def benchmark(self, runs, warmup, feeds):
@@ -754,7 +766,7 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
     # threads awake), the first two.
     assert warmups == [2] + [1] * 7
     # Rounds 1..4: the median of 1+k is 3.5.
-    assert [r["measured_ms"] for r in v.rows] == [3.5 + i for i in range(len(layers))]
+    assert [r["measured_ms"] for r in v.rows] == pytest.approx([3.5 + i for i in range(len(layers))])
     assert v.measured_total == pytest.approx(12.5e-3)
 
 

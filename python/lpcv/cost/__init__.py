@@ -78,8 +78,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   product per image, each with its set-up) + ``Device.split_row_cost`` per
   output row, channel vector and image of a depthwise convolution split
   across cores (its pieces' set-up); the whole model adds the device's
-  per-inference overhead and its gap per layer after the first (what a whole
-  run spends between and around layers that timing each alone does not show);
+  per-inference overhead and, per layer, a gap that grows with the layer's
+  time as a power (``Device.layer_gap`` · (t / 10 µs) ** ``layer_gap_exponent``:
+  what a whole run spends between and around layers that timing each alone
+  does not show, and the slow repeats a layer's median leaves out);
 * :meth:`Device.from_host` measures peaks and bandwidths with oneDNN
   micro-benchmarks (the near cache's copy bandwidth from the slope between two
   copies, so that it holds no fixed cost, and its read bandwidth from the
@@ -93,10 +95,12 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   fastest layer), cross-core cost, per-image cost and the chains the cores
   need on the measured layers of
   networks that ``bench/cost_fidelity.py`` does not validate on, each layer
-  timed by its median repeat within a pass (a run takes each layer's typical
-  time, not its fastest) and its median over five passes spread over two to
-  three minutes; last, the gap per layer, so the predicted whole runs of those
-  networks match their measured ones (median over the same passes);
+  timed by its median over rounds that each time every layer once and then
+  the whole run, as :func:`validate` measures (a run takes each layer's
+  typical time, not its fastest), and its median over five passes spread
+  over two to three minutes; last, the gap and its exponent, so that the
+  measured steps of those networks add up to their measured whole runs
+  (median over the same passes);
 * energy = MACs executed (padding taps skipped, padded lanes counted) ·
   energy per MAC (precision) + other operations · half that
   + DRAM bytes (read and written) · DRAM energy/byte + cached bytes · cache

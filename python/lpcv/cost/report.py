@@ -253,7 +253,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         dram_bytes=sum(r["dram_bytes"] for r in rows),
         shared_cache_bytes=sum(r["shared_cache_bytes"] for r in rows),
         latency=(sum(r["latency_ms"] for r in rows) * 1e-3 + dev.run_overhead
-                 + max(len(rows) - 1, 0) * dev.layer_gap),
+                 + dev.whole_run_gap([r["latency_ms"] * 1e-3 for r in rows])),
         energy=sum(c.compute_energy + c.memory_energy for c in costs),
         peak_activation_bytes=peak, layers=len(rows))
     return CostReport(rows, dev, model.name, int(batch_size), total)

@@ -214,18 +214,31 @@ def validate(model: Model, device: Union[Device, str] = "host", batch_size: int 
         raise ValidationError(f"repeats must be a positive int, got {repeats!r}")
     rep = profile(model, device, batch_size)
     sess = Session(model, batch_size=batch_size, threads=threads)
+    layers, whole = interleaved_times(sess, 2 * int(repeats))
+    measured = {node: t[0] * 1e3 for node, t in layers.items()}
+    return _compare(model, rep, measured, whole, tolerance)
+
+
+def interleaved_times(sess, rounds: int):
+    """Per layer (step name) its (time, layout-conversion time) and the whole
+    inference's time, in seconds: medians over ``rounds`` rounds, each
+    timing every layer once (the plan run step by step) and then the whole
+    model once (see :func:`validate`'s ``repeats``). The host calibration
+    measures its networks the same way, so whole runs exceed summed layers
+    there as they do here."""
     feeds = sess._default_feeds(None)   # the same arrays in every round
     layer_times: dict = {}
     whole_times = []
-    for i in range(2 * int(repeats)):
+    for i in range(int(rounds)):
         # One untimed run right before each timed one: the model predicts
         # steady-state inference, what Session.profile and .benchmark time
-        # after their warm-up runs (see "Measured times" above).
+        # after their warm-up runs (see validate's "Measured times").
         for r in sess.profile(repeats=1, warmup=2 if i == 0 else 1, feeds=feeds).rows:
-            layer_times.setdefault(r["node"], []).append(r["time_ms"])
+            layer_times.setdefault(r["node"], []).append((r["time_ms"], r["reorder_ms"]))
         whole_times.append(sess.benchmark(runs=1, warmup=1, feeds=feeds).median)
-    measured = {node: float(np.median(ts)) for node, ts in layer_times.items()}
-    return _compare(model, rep, measured, float(np.median(whole_times)), tolerance)
+    layers = {node: tuple(float(v) * 1e-3 for v in np.median(np.array(ts), axis=0))
+              for node, ts in layer_times.items()}
+    return layers, float(np.median(whole_times))
 
 
 def _relative_error(predicted: float, measured: float) -> float:
