@@ -766,7 +766,8 @@ def test_validate_interleaves_layer_and_whole_runs_and_takes_medians(monkeypatch
     # threads awake), the first two.
     assert warmups == [2] + [1] * 7
     # Rounds 1..4: the median of 1+k is 3.5.
-    assert [r["measured_ms"] for r in v.rows] == pytest.approx([3.5 + i for i in range(len(layers))])
+    assert ([r["measured_ms"] for r in v.rows]
+            == pytest.approx([3.5 + i for i in range(len(layers))]))
     assert v.measured_total == pytest.approx(12.5e-3)
 
 

@@ -68,8 +68,9 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   bandwidth; a first convolution on a plain input of few channels writes a
   blocked layout that pads channels to a multiple of
   ``Device.vector_lanes``, and it, the poolings and element-wise ops that
-  keep that layout and the conversion out of it move the padded bytes) + the regime's fixed cost once more per extra primitive the
-  runtime runs the layer as (a split: one copy per output) + input bytes ·
+  keep that layout and the conversion out of it move the padded bytes) +
+  the regime's fixed cost once more per extra primitive the runtime runs
+  the layer as (a split: one copy per output) + input bytes ·
   the regime's cross-core cost when the batch is
   smaller than the device's threads (each primitive then splits single images
   across cores its own way and reads much of its input from another core's

@@ -226,13 +226,24 @@ def _taps_on_input(in_size, kernel, out_size, attrs) -> Tuple[int, int]:
 _PLAIN_INPUT_CHANNELS = 4
 
 
+def vectors(channels: int, lanes: int) -> int:
+    """Vectors of ``lanes`` lanes that hold ``channels`` (the last one padded)."""
+    return -(-channels // max(lanes, 1))
+
+
+def lane_use(channels: int, lanes: int) -> float:
+    """Share of vector lanes doing useful work when a kernel spreads
+    ``channels`` over vectors of ``lanes`` (the last vector is padded: 6
+    channels fill 0.375 of a 16-lane vector)."""
+    if channels <= 0 or lanes <= 1:
+        return 1.0
+    return channels / (vectors(channels, lanes) * lanes)
+
+
 def _blocked_padding(shape, block: int) -> float:
     """Bytes of a tensor in the blocked layout (channels in blocks of
     ``block``, the last one padded) over its own bytes."""
-    if len(shape) < 3 or int(shape[1]) <= 0:
-        return 1.0
-    c = int(shape[1])
-    return -(-c // block) * block / c
+    return 1.0 / lane_use(int(shape[1]), block) if len(shape) >= 3 else 1.0
 
 
 def _predict_reorders(low, layers: List[LayerCount], nbytes, block: int = 16) -> None:

@@ -10,7 +10,8 @@ from .. import _core
 from .._report import Table
 from ..exceptions import ValidationError
 from ..graph import Model
-from ._counting import LayerCount, count_layers, lower, tensor_lifetimes, view_sources
+from ._counting import (LayerCount, count_layers, lane_use, lower, tensor_lifetimes, vectors,
+                        view_sources)
 from .device import OP_CLASSES, PRECISIONS, Device
 from .storage import BITS, WeightFormat
 
@@ -224,7 +225,7 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
         written = 0 if layer.in_place and (near or far) else layer.output_bytes
         counts.append(_core.LayerCounts(
             OP_CLASSES.index(layer.op_class), PRECISIONS.index(layer.precision),
-            float(layer.compute_macs) / _lane_use(layer.lane_channels, dev.vector_lanes)
+            float(layer.compute_macs) / lane_use(layer.lane_channels, dev.vector_lanes)
             / _chain_use(layer, dev),
             float(layer.other_ops), float(layer.weight_traffic), float(layer.input_bytes),
             float(written), near, resident, float(layer.weight_reads),
@@ -275,34 +276,20 @@ def _regime(layer: LayerCount, weights_resident: bool) -> str:
     return layer.regime
 
 
-def _vectors(channels: int, lanes: int) -> int:
-    """Vectors of ``lanes`` lanes that hold ``channels`` (the last one padded)."""
-    return -(-channels // max(lanes, 1))
-
-
-def _lane_use(channels: int, lanes: int) -> float:
-    """Share of vector lanes doing useful work when a kernel spreads
-    ``channels`` over vectors of ``lanes`` (the last vector is padded: 6
-    channels fill 0.375 of a 16-lane vector)."""
-    if channels <= 0 or lanes <= 1:
-        return 1.0
-    return channels / (_vectors(channels, lanes) * lanes)
-
-
 def _chain_vectors(layer: LayerCount, lanes: int) -> int:
     """Accumulator vectors a ``conv_per_image`` kernel keeps per call (one
     output position: one vector per ``lanes`` output channels); 0 for the
     other layers, whose many output positions give enough."""
     if layer.regime != "conv_per_image" or layer.lane_channels <= 0:
         return 0
-    return _vectors(layer.lane_channels, lanes)
+    return vectors(layer.lane_channels, lanes)
 
 
 def _chain_use(layer: LayerCount, dev: Device) -> float:
     """Share of the cores' multiply-add throughput a layer's independent
     accumulator chains can use (``Device.fma_chains``)."""
-    vectors = _chain_vectors(layer, dev.vector_lanes)
-    return min(1.0, vectors / dev.fma_chains) if vectors else 1.0
+    chains = _chain_vectors(layer, dev.vector_lanes)
+    return min(1.0, chains / dev.fma_chains) if chains else 1.0
 
 
 def _image_passes(layer: LayerCount) -> int:
@@ -317,7 +304,7 @@ def _split_rows(layer: LayerCount, lanes: int, split: bool) -> int:
     if not split or layer.regime != "depthwise" or len(layer.output_shape) < 3:
         return 0
     n, rows = int(layer.output_shape[0]), int(layer.output_shape[2])
-    return n * _vectors(max(layer.lane_channels, 1), lanes) * rows
+    return n * vectors(max(layer.lane_channels, 1), lanes) * rows
 
 
 def _row(layer: LayerCount, c, dev: Device, split: bool, regime: str) -> Dict[str, Any]:
@@ -349,7 +336,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool, regime: str) -> Dict[st
         "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes, "bytes": moved,
         "dram_bytes": c.dram_bytes, "shared_cache_bytes": c.shared_cache_bytes,
         "intensity": intensity, "bound": bound,
-        "lane_use": _lane_use(layer.lane_channels, dev.vector_lanes),
+        "lane_use": lane_use(layer.lane_channels, dev.vector_lanes),
         "chain_use": _chain_use(layer, dev),
         "chain_vectors": _chain_vectors(layer, dev.vector_lanes),
         "time_bound": "memory" if memory > compute else "compute",
