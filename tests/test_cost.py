@@ -579,6 +579,7 @@ def test_host_fit_recovers_known_parameters():
     pass_cost = 0.6e-6   # per image after the first, conv_per_image only
     chains = 8.0         # accumulator chains the cores need, conv_per_image only
     row_cost = _ROW_GRID[8]   # per split piece, depthwise at batch 1 only
+    cache = 1e6               # bytes of the near cache (a layer's conversion fits)
     samples = []
     for regime, (ce, me, beta, ov, x) in truth.items():
         for k in range(60):
@@ -609,7 +610,13 @@ def test_host_fit_recovers_known_parameters():
                             "time": hi + beta * lo + ov * prims + reorder + x * cross
                             + passes * pass_cost + rows * row_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
-    fit = fit_samples(samples, cache_bandwidth=5e10)
+    # Lone conversions (in front of a reshape) of up to 10 MB: their bytes
+    # beyond the near cache move at a slower rate.
+    for rb in 10.0 ** rng.uniform(4, 7, 30):
+        spill = max(rb - cache, 0.0)
+        samples.append({"regime": "data", "op": "Reorder", "reorder_bytes": rb,
+                        "reorder_time": 6e-6 + (rb - spill) / 2e10 + spill / 8e9})
+    fit = fit_samples(samples, cache_bandwidth=5e10, cache_bytes=cache)
     assert fit["image_pass_cost"] == pytest.approx(pass_cost, rel=0.2)
     assert fit["split_row_cost"] == pytest.approx(row_cost, rel=0.2)
     assert fit["fma_chains"] == chains
@@ -620,8 +627,12 @@ def test_host_fit_recovers_known_parameters():
         assert fit["class_overhead"][regime] == pytest.approx(ov, rel=0.3)
         assert fit["cross_core_cost"][regime] == pytest.approx(x, rel=0.3)
     assert fit["reorder_bandwidth"] == pytest.approx(2e10, rel=0.1)
+    assert fit["reorder_far_bandwidth"] == pytest.approx(8e9, rel=0.1)
     assert fit["reorder_overhead"] == pytest.approx(6e-6, rel=0.2)
-    dev = Device.preset("rpi4").replace(**fit)
+    dev = Device.preset("rpi4").replace(cache_bytes=cache, **fit)
+    big = [s for s in samples if s["reorder_bytes"] > 2 * cache]
+    assert big and all(dev.reorder_time(s["reorder_bytes"]) == pytest.approx(s["reorder_time"],
+                                                                            rel=0.1) for s in big)
     for s in (samples[60], samples[61]):   # depthwise at batch 16, then at batch 1
         c = s["compute"] / fit["compute_efficiency"]["depthwise"]
         m = s["far"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["far"]
@@ -850,7 +861,7 @@ def test_measure_host_calls_its_hook_after_each_passs_micro_benchmarks(monkeypat
 
     monkeypatch.setattr(host, "host_figures", fake_figures)
     monkeypatch.setattr(host, "calibration_times", fake_times)
-    monkeypatch.setattr(host, "fit_samples", lambda samples, bw: {})
+    monkeypatch.setattr(host, "fit_samples", lambda samples, bw, cache: {})
     dev = host.measure_host(threads=2, between_passes=lambda: events.append("hook"))
     assert events == ["micro", "hook", "layers"] * host._CALIBRATION_PASSES
     assert dev.threads == 2 and dev.peak_flops["fp32"] == 1e11

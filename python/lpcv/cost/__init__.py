@@ -65,7 +65,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   convolutions keep activations channels-last; a convolution whose input or
   residual operand comes in another layout, or a reshape of a non-plain
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
-  bandwidth; a first convolution on a plain input of few channels writes a
+  bandwidth, its bytes beyond the near cache at the slower
+  ``Device.reorder_far_bandwidth``; a first convolution on a plain input of few channels writes a
   blocked layout that pads channels to a multiple of
   ``Device.vector_lanes``, and it, the poolings and element-wise ops that
   keep that layout and the conversion out of it move the padded bytes) +
@@ -91,7 +92,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   halfway from DRAM's speed to its own (fastest repeats; peaks and cache
   bandwidths the best of five measurements spread over the
   calibration; DRAM bandwidth, shared with other tenants, and fixed costs
-  their median) and fits the reorder cost on measured conversions, then each
+  their median) and fits the reorder cost (fixed cost, near and far
+  bandwidths) on measured conversions, then each
   regime's efficiencies, overlap, fixed cost (at most the time of the regime's
   fastest layer), cross-core cost, per-image cost and the chains the cores
   need on the measured layers of

@@ -316,21 +316,33 @@ def _loss(pred, t):
     return np.minimum(np.log(pred / t) ** 2, np.log(1.5) ** 2)
 
 
-def fit_reorders(nbytes: np.ndarray, seconds: np.ndarray, bandwidth: float) -> Tuple[float, float]:
-    """(fixed seconds, bytes/s) of layout conversions, fitted on measured ones."""
+def fit_reorders(nbytes: np.ndarray, seconds: np.ndarray, bandwidth: float,
+                 cache_bytes: float) -> Tuple[float, float, float]:
+    """(fixed seconds, bytes/s, bytes/s beyond ``cache_bytes``) of layout
+    conversions, fitted on measured ones."""
     if nbytes.size == 0:
-        return 0.0, bandwidth
+        return 0.0, bandwidth, bandwidth
     bw_grid = np.geomspace(bandwidth / 30, bandwidth * 3, 60)
-    pred = _OV_GRID[:, None, None] + nbytes[None, None, :] / bw_grid[None, :, None]
-    loss = _loss(pred, seconds[None, None, :]).sum(axis=-1)
-    i, j = np.unravel_index(np.argmin(loss), loss.shape)
-    return float(_OV_GRID[i]), float(bw_grid[j])
+    far = np.maximum(nbytes - cache_bytes, 0.0)
+    near_pred = _OV_GRID[:, None, None] + (nbytes - far)[None, None, :] / bw_grid[None, :, None]
+    best = (np.inf, 0.0, bandwidth, bandwidth)
+    # The far rate only where some conversion spills (else it is the near one).
+    for far_bw in (bw_grid if far.any() else [None]):
+        pred = near_pred + (far[None, None, :] / far_bw if far_bw else 0.0)
+        loss = _loss(pred, seconds[None, None, :]).sum(axis=-1)
+        i, j = np.unravel_index(np.argmin(loss), loss.shape)
+        if loss[i, j] < best[0] - 1e-12:
+            best = (loss[i, j], float(_OV_GRID[i]), float(bw_grid[j]),
+                    float(far_bw or bw_grid[j]))
+    return best[1:]
 
 
-def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict[str, object]:
+def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
+                cache_bytes: float = np.inf) -> Dict[str, object]:
     """Fit the cost of layout conversions, then each regime's figures.
 
-    Conversions: ``o_reorder + bytes / B_reorder``, fitted on the measured
+    Conversions: ``o_reorder + near / B_reorder + far / B_far``, where
+    ``far`` are the bytes beyond ``cache_bytes``, fitted on the measured
     conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
     o_regime · primitives`` plus its predicted conversion, where ``m' = f/e_m + (m - f)``
     scales only the part ``f`` of the memory time ``m`` beyond the near
@@ -339,16 +351,18 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
     conversions (in front of a reshape) carry no regime figures.
     """
     reorder = [s for s in samples if s["reorder_bytes"] > 0 and s["reorder_time"] > 0]
-    reo_ov, reo_bw = fit_reorders(np.array([s["reorder_bytes"] for s in reorder], float),
-                                  np.array([s["reorder_time"] for s in reorder], float),
-                                  cache_bandwidth)
+    reo_ov, reo_bw, reo_far_bw = fit_reorders(
+        np.array([s["reorder_bytes"] for s in reorder], float),
+        np.array([s["reorder_time"] for s in reorder], float), cache_bandwidth, cache_bytes)
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "far", "reorder_bytes", "cross_core_bytes",
                      "image_passes", "split_rows", "chain_vectors", "mac_compute", "time",
                      "primitives")}
     reg = np.array([s["regime"] for s in layers])
-    reo = np.where(arr["reorder_bytes"] > 0, reo_ov + arr["reorder_bytes"] / reo_bw, 0.0)
+    reo_far = np.maximum(arr["reorder_bytes"] - cache_bytes, 0.0)
+    reo = np.where(arr["reorder_bytes"] > 0,
+                   reo_ov + (arr["reorder_bytes"] - reo_far) / reo_bw + reo_far / reo_far_bw, 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
     pass_cost, row_cost, chains = 0.0, 0.0, 1.0
     for r in sorted(set(reg)):
@@ -416,7 +430,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float) -> Dict
             "class_overhead": {r: p[3] for r, p in params.items()},
             "cross_core_cost": {r: p[4] for r, p in params.items()},
             "image_pass_cost": pass_cost, "split_row_cost": row_cost, "fma_chains": chains,
-            "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw}
+            "reorder_overhead": reo_ov, "reorder_bandwidth": reo_bw,
+            "reorder_far_bandwidth": reo_far_bw}
 
 
 #: Seconds per layer the gap fit tries: none, or 0.05-20 µs.
@@ -587,7 +602,7 @@ def fit_host(runs: List[Dict[str, float]],
     models = {name: _calibration_model(name) for name, _ in times}
     samples = [s for (name, batch), layers in times.items()
                for s in layer_samples(models[name], batch, base, layers)]
-    device = base.replace(**fit_samples(samples, base.cache_bandwidth))
+    device = base.replace(**fit_samples(samples, base.cache_bandwidth, base.cache_bytes))
     # Whole runs take longer than their steps timed alone: the gap is fitted
     # on the measured steps, not on the layers' predictions, whose misses
     # are the regimes' to fit (fitted on the predictions it absorbed their
