@@ -995,6 +995,32 @@ def test_shared_cache_level_serves_what_misses_the_near_cache():
         assert same["shared_cache_bytes"] == 0
 
 
+def test_copies_read_cached_inputs_from_the_shared_level_with_whole_images_per_core():
+    # A transpose right after the convolution that wrote its 0.25 MB input
+    # (within half of rpi4's 1 MB cache): with whole images per core (batch
+    # 16, 4 threads) it reads that input at the shared level, like the
+    # runtime's copies did; splitting single images (batch 1) it reads it
+    # from the near cache and pays the cross-core cost instead; without a
+    # shared level nothing changes.
+    rng = np.random.default_rng(0)
+    nodes = [Node("Conv", "a", ["x", "w"], ["t"], {"pads": [1] * 4}),
+             Node("Transpose", "p", ["t"], ["y"], {"perm": [0, 1, 3, 2]})]
+    m = Model(nodes, [ValueInfo("x", (1, 3, 16, 16))], [ValueInfo("y", ())],
+              {"w": rng.standard_normal((16, 3, 3, 3)).astype(np.float32)})
+    near = Device.preset("rpi4")
+    assert near.threads == 4
+    for batch, shared in ((16, True), (1, False)):
+        row = {r["layer"]: r for r in profile(m, _with_l3(near), batch).rows}["p"]
+        assert row["dram_bytes"] == 0
+        assert row["shared_cache_bytes"] == (row["input_bytes"] if shared else 0)
+        assert (row["cross_core_bytes"] > 0) == (not shared)
+        plain = {r["layer"]: r for r in profile(m, near, batch).rows}["p"]
+        assert plain["shared_cache_bytes"] == plain["dram_bytes"] == 0
+    # The convolution reading the model input is no copy: unchanged.
+    conv = profile(m, _with_l3(near), 16).rows[0]
+    assert conv["shared_cache_bytes"] == 0
+
+
 def test_dram_energy_counts_written_bytes():
     # Oracle: DRAM bytes (reads and writes) × DRAM energy + cached bytes ×
     # cache energy + MACs × MAC energy.

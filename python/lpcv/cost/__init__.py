@@ -27,7 +27,10 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   cache level beyond that cache (``Device.shared_cache_bytes``, an L3)
   applies the same rules again at the shared level's capacity, and the
   bytes that miss the near cache but not the shared level come from the
-  shared level instead of DRAM; an element-wise layer that overwrites its
+  shared level instead of DRAM, and so do a copy's (concat, split,
+  transpose) cached inputs when each core takes whole images (copies deal
+  their elements out to the cores unlike their producers); an element-wise
+  layer that overwrites its
   cached input (the runtime runs them in place when the input has no later
   reader) moves no bytes for its writes;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k

@@ -548,7 +548,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v31"
+_LIBRARY_KEY = "host-v32"
 
 
 def _user_cache_dir() -> Path:

@@ -215,10 +215,19 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     in_shared = still_cached if shared else (lambda data_in, capacity: False)
     # Weights that fit in half the near cache stay there from run to run.
     resident = total_weights <= dev.cache_bytes / 2
+    # With fewer images than threads, primitives split images across cores.
+    split = int(batch_size) < dev.threads
     counts = []
     for layer in layers:
         data_in = [t for t in layer.inputs if t not in low.model.initializers]
         near, far = still_cached(data_in, dev.cache_bytes), in_shared(data_in, shared)
+        if layer.op_class == "data" and not split and far:
+            # Copies (concat, split, transpose) deal their elements out to
+            # the cores unlike their producer: with whole images per core
+            # they still read their input at the shared level's rate
+            # (ShuffleNet's batch-16 splits and transposes of 1.5 MB, in
+            # the near cache by reuse distance, ran at 40-53 GB/s).
+            near = False
         # A layer that overwrites its cached input writes lines its reads
         # just brought in: the writes move no bytes of their own (SE scales
         # at batch 16 ran ~1.7x faster than a copy of the same bytes).
@@ -240,8 +249,6 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
     spec.memory_efficiency = [1.0] * len(OP_CLASSES)
     spec.overhead = 0.0
     costs = _core.estimate(counts, spec)
-    # With fewer images than threads, primitives split images across cores.
-    split = int(batch_size) < dev.threads
     rows = [_row(layer, c, dev, split, _regime(layer, resident))
             for layer, c in zip(layers, costs)]
     sizes, birth, death = tensor_lifetimes(low, activation_precision)
