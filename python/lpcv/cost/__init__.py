@@ -30,9 +30,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   shared level instead of DRAM, and so do a copy's (concat, split,
   transpose) cached inputs when each core takes whole images (copies deal
   their elements out to the cores unlike their producers); an element-wise
-  layer that overwrites its
-  cached input (the runtime runs them in place when the input has no later
-  reader) moves no bytes for its writes;
+  layer that overwrites its cached input (the runtime runs them in place
+  when the input has no later reader) moves no bytes for its writes;
 * regimes: the op classes, with 1×1 (pointwise) convolutions apart from k×k
   ones, concatenations apart from other data movement and, among them,
   those with inputs in different layouts (oneDNN's reference kernel),
@@ -69,8 +68,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   residual operand comes in another layout, or a reshape of a non-plain
   tensor, pays the reorder's fixed cost + bytes read and written / reorder
   bandwidth, its bytes beyond the near cache at the slower
-  ``Device.reorder_far_bandwidth``; a first convolution on a plain input of few channels writes a
-  blocked layout that pads channels to a multiple of
+  ``Device.reorder_far_bandwidth``; a first convolution on a plain input of
+  few channels writes a blocked layout that pads channels to a multiple of
   ``Device.vector_lanes``, and it, the poolings and element-wise ops that
   keep that layout and the conversion out of it move the padded bytes) +
   the regime's fixed cost once more per extra primitive the runtime runs
@@ -96,8 +95,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   bandwidths the best of five measurements spread over the
   calibration; DRAM bandwidth, shared with other tenants, and fixed costs
   their median) and fits the reorder cost (fixed cost, near and far
-  bandwidths) on measured conversions, then each
-  regime's efficiencies, overlap, fixed cost (at most the time of the regime's
+  bandwidths) on measured conversions, then each regime's efficiencies,
+  overlap, fixed cost (at most the time of the regime's
   fastest layer), cross-core cost, per-image cost and the chains the cores
   need on the measured layers of
   networks that ``bench/cost_fidelity.py`` does not validate on, each layer
