@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _core
 from ..graph import Model
-from .device import GAP_REFERENCE, Device, _cpu_model
+from .device import GAP_REFERENCE, Device, _cpu_model, conversion_seconds
 
 _MB = 1024 * 1024
 
@@ -323,12 +323,12 @@ def fit_reorders(nbytes: np.ndarray, seconds: np.ndarray, bandwidth: float,
     if nbytes.size == 0:
         return 0.0, bandwidth, bandwidth
     bw_grid = np.geomspace(bandwidth / 30, bandwidth * 3, 60)
-    far = np.maximum(nbytes - cache_bytes, 0.0)
-    near_pred = _OV_GRID[:, None, None] + (nbytes - far)[None, None, :] / bw_grid[None, :, None]
     best = (np.inf, 0.0, bandwidth, bandwidth)
     # The far rate only where some conversion spills (else it is the near one).
-    for far_bw in (bw_grid if far.any() else [None]):
-        pred = near_pred + (far[None, None, :] / far_bw if far_bw else 0.0)
+    for far_bw in (bw_grid if (nbytes > cache_bytes).any() else [None]):
+        near_bw = bw_grid[None, :, None]
+        pred = conversion_seconds(nbytes[None, None, :], _OV_GRID[:, None, None], near_bw,
+                                  far_bw or near_bw, cache_bytes)
         loss = _loss(pred, seconds[None, None, :]).sum(axis=-1)
         i, j = np.unravel_index(np.argmin(loss), loss.shape)
         if loss[i, j] < best[0] - 1e-12:
@@ -360,9 +360,9 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
                      "image_passes", "split_rows", "chain_vectors", "mac_compute", "time",
                      "primitives")}
     reg = np.array([s["regime"] for s in layers])
-    reo_far = np.maximum(arr["reorder_bytes"] - cache_bytes, 0.0)
     reo = np.where(arr["reorder_bytes"] > 0,
-                   reo_ov + (arr["reorder_bytes"] - reo_far) / reo_bw + reo_far / reo_far_bw, 0.0)
+                   conversion_seconds(arr["reorder_bytes"], reo_ov, reo_bw, reo_far_bw,
+                                      cache_bytes), 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
     pass_cost, row_cost, chains = 0.0, 0.0, 1.0
     for r in sorted(set(reg)):

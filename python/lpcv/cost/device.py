@@ -66,6 +66,15 @@ _PJ = 1e-12
 #: Layer time at which ``Device.layer_gap`` is given (seconds).
 GAP_REFERENCE = 10e-6
 
+def conversion_seconds(nbytes, overhead, near_bandwidth, far_bandwidth, cache_bytes):
+    """Seconds of layout conversions that read and write ``nbytes`` in all:
+    a fixed cost, the bytes within ``cache_bytes`` at ``near_bandwidth`` and
+    the rest at ``far_bandwidth`` (arrays broadcast: the host fit prices a
+    grid of figures at once)."""
+    far = np.maximum(nbytes - cache_bytes, 0.0)
+    return overhead + (nbytes - far) / near_bandwidth + far / far_bandwidth
+
+
 #: Horowitz 2014, 45 nm, pJ. ``mac_*`` = multiply + add of that width.
 HOROWITZ_45NM = MappingProxyType({
     "fp32_mult": 3.7, "fp32_add": 0.9,
@@ -427,9 +436,8 @@ class Device:
     def reorder_time(self, nbytes: float) -> float:
         """Seconds of a layout conversion that reads and writes ``nbytes`` in all."""
         near_bw = self.reorder_bandwidth or self.cache_bandwidth
-        far = max(nbytes - self.cache_bytes, 0.0)
-        return (self.reorder_overhead + (nbytes - far) / near_bw
-                + far / (self.reorder_far_bandwidth or near_bw))
+        return float(conversion_seconds(nbytes, self.reorder_overhead, near_bw,
+                                        self.reorder_far_bandwidth or near_bw, self.cache_bytes))
 
     def peak(self, precision: str = "fp32") -> float:
         """Peak FLOP/s at ``precision`` (the fp32 rate if not native)."""
