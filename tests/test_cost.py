@@ -9,8 +9,6 @@ import pytest
 
 import lpcv
 from lpcv.cost import Device, WeightFormat, profile, storage_bytes
-from lpcv.cost.device import POST_OP_REGIME
-from lpcv.cost.report import post_op_seconds
 from lpcv.exceptions import UnsupportedOpError, ValidationError
 from lpcv.graph import Model, Node, ValueInfo
 
@@ -577,9 +575,7 @@ def test_host_fit_recovers_known_parameters():
     rng = np.random.default_rng(1)
     # (compute eff., memory eff., overlap, fixed cost, cross-core s/byte)
     truth = {"conv": (0.8, 0.5, 0.3, 4e-6, 0.0), "depthwise": (0.2, 0.9, 0.0, 2e-6, 1 / 20e9),
-             "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0), "conv1x1": (0.6, 0.8, 0.5, 3e-6, 0.0)}
-    # Every regime's fused post-ops run at POST_OP_REGIME's compute efficiency.
-    post_ce = truth[POST_OP_REGIME][0]
+             "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0)}
     pass_cost = 0.6e-6   # per image after the first, conv_per_image only
     chains = 8.0         # accumulator chains the cores need, conv_per_image only
     row_cost = _ROW_GRID[8]   # per split piece, depthwise at batch 1 only
@@ -587,13 +583,13 @@ def test_host_fit_recovers_known_parameters():
     samples = []
     for regime, (ce, me, beta, ov, x) in truth.items():
         for k in range(60):
-            raw, m = 10.0 ** rng.uniform(-7, -3, 2)   # seconds, tiny to large layers
+            c, m = 10.0 ** rng.uniform(-7, -3, 2)   # seconds, tiny to large layers
             # Per-image kernels with few output vectors (chains) multiply-add
             # at that share of the peak; the post-ops (a fifth) do not.
             vectors = float(rng.choice([1, 2, 4, 16, 60])) if regime == "conv_per_image" else 0.0
-            macs, post = 0.8 * raw, 0.2 * raw
-            slow = max(chains / vectors, 1.0) if vectors else 1.0
-            c = macs * slow / ce + post / post_ce
+            macs = 0.8 * c
+            if vectors:
+                c += macs * (max(chains / vectors, 1.0) - 1)
             rb = float(rng.choice([0, rng.uniform(1e4, 1e6)]))
             reorder = (6e-6 + rb / 2e10) if rb else 0.0
             # Half the layers at batch 1 (split across cores), half at 16.
@@ -602,15 +598,15 @@ def test_host_fit_recovers_known_parameters():
             # which alone the efficiency scales; the rest is cached.
             far = m * rng.choice([0.0, 0.5, 1.0])
             mem = far / me + (m - far)
-            hi, lo = max(c, mem), min(c, mem)
+            hi, lo = max(c / ce, mem), min(c / ce, mem)
             passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
             rows = float(rng.integers(50, 3000)) if regime == "depthwise" and cross else 0.0
             # Layers run as several primitives pay the fixed cost each.
             prims = float((k // 2) % 2 + 1) if regime == "conv" else 1.0
-            samples.append({"regime": regime, "compute": raw, "memory": m, "far": far,
+            samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "far": far,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
                             "image_passes": passes, "split_rows": rows, "primitives": prims,
-                            "chain_vectors": vectors, "mac_compute": macs, "post_compute": post,
+                            "chain_vectors": vectors, "mac_compute": macs,
                             "time": hi + beta * lo + ov * prims + reorder + x * cross
                             + passes * pass_cost + rows * row_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
@@ -638,8 +634,7 @@ def test_host_fit_recovers_known_parameters():
     assert big and all(dev.reorder_time(s["reorder_bytes"]) == pytest.approx(s["reorder_time"],
                                                                             rel=0.1) for s in big)
     for s in (samples[60], samples[61]):   # depthwise at batch 16, then at batch 1
-        c = ((s["compute"] - s["post_compute"]) / fit["compute_efficiency"]["depthwise"]
-             + s["post_compute"] / fit["compute_efficiency"][POST_OP_REGIME])
+        c = s["compute"] / fit["compute_efficiency"]["depthwise"]
         m = s["far"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["far"]
         assert dev.layer_latency("depthwise", c, m, s["reorder_bytes"], s["cross_core_bytes"],
                                  split_rows=s["split_rows"]) == pytest.approx(s["time"], rel=0.1)
@@ -1321,12 +1316,7 @@ def test_products_on_cache_resident_weights_split_across_cores_are_their_own_reg
     own = plain.replace(compute_efficiency={"gemm": 0.3, "gemm_resident": 0.6},
                         class_overhead={"gemm": 1e-6, "gemm_resident": 3e-6})
     fc0_own = profile(m, own, 16).rows[0]
-    # Only the multiply-adds take the regime's efficiency; the fused bias
-    # and ReLU run at POST_OP_REGIME's.
-    post = post_op_seconds(fc0["macs"], fc0["other_ops"], own.peak("fp32")) * 1e3 \
-        / own.compute_efficiency[POST_OP_REGIME]
-    assert 0 < post < fc0["compute_ms"]
-    assert fc0_own["compute_ms"] == pytest.approx((fc0["compute_ms"] - post) / 2 + post)
+    assert fc0_own["compute_ms"] == pytest.approx(fc0["compute_ms"] / 2)
     assert fc0_own["latency_ms"] == pytest.approx(own.layer_latency(
         "gemm_resident", fc0_own["compute_ms"] * 1e-3, fc0_own["memory_ms"] * 1e-3) * 1e3)
     assert own.regime_overhead("gemm_resident") == 3e-6

@@ -58,9 +58,6 @@ OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "eltwise", "data")
 #: parent (``REGIME_PARENTS``; parents come before their children).
 REGIMES = OP_CLASSES + ("conv1x1", "concat", "concat_mixed", "global_pool", "conv_per_image",
                         "gemm_resident")
-#: The regime whose compute efficiency prices the element-wise operations
-#: fused into every layer with multiply-adds (see ``Device.compute_efficiency``).
-POST_OP_REGIME = "conv1x1"
 REGIME_PARENTS = MappingProxyType({"conv1x1": "conv", "concat": "data",
                                    "concat_mixed": "concat", "global_pool": "pool",
                                    "conv_per_image": "conv1x1", "gemm_resident": "gemm"})
@@ -205,16 +202,7 @@ class Device:
         (bytes in the near cache move at ``cache_bandwidth``, measured
         directly), per regime (see
         ``REGIMES``; a regime left out takes its parent's,
-        ``REGIME_PARENTS``: ``conv1x1`` that of ``conv``). The element-wise
-        operations fused into a layer with multiply-adds (bias, activation)
-        run at the compute efficiency of ``POST_OP_REGIME`` (``conv1x1``)
-        whatever the layer's regime: the same vector code follows every
-        kernel. (Priced at the depthwise kernels' own efficiency on a
-        2-vCPU Xeon VM, EfficientNet's swish-fused depthwise convolutions
-        came out 15-21 % too slow and the ReLU ones of other networks too
-        fast at batch 16; refitted on four kept measurement sets, layers
-        within ±20 % rose by 0.3-1.8 points; on one, depthwise ones from 60
-        to 73 %.)
+        ``REGIME_PARENTS``: ``conv1x1`` that of ``conv``).
     overlap : mapping of regime to [0, 1], optional
         How much of the shorter of a layer's compute and memory times is
         *not* hidden behind the longer: latency = max(c, m) + overlap·min(c, m).
@@ -568,7 +556,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v33"
+_LIBRARY_KEY = "host-v32"
 
 
 def _user_cache_dir() -> Path:

@@ -12,7 +12,7 @@ from ..exceptions import ValidationError
 from ..graph import Model
 from ._counting import (LayerCount, count_layers, lane_use, lower, tensor_lifetimes, vectors,
                         view_sources)
-from .device import OP_CLASSES, POST_OP_REGIME, PRECISIONS, Device
+from .device import OP_CLASSES, PRECISIONS, Device
 from .storage import BITS, WeightFormat
 
 __all__ = ["profile", "CostReport", "ModelCost"]
@@ -273,15 +273,6 @@ def profile(model: Model, device: Union[Device, str] = "host", batch_size: int =
 _GEMM_COLUMN_BLOCK = 64
 
 
-def post_op_seconds(macs: float, other_ops: float, peak: float) -> float:
-    """Compute seconds at efficiency 1 of the element-wise operations (bias,
-    activation) fused into a layer with ``macs`` multiply-adds, the part of
-    the core's compute term priced at ``POST_OP_REGIME``'s efficiency;
-    0 for a layer without multiply-adds, whose other operations are its own
-    work (pooling, element-wise layers)."""
-    return 2.0 * other_ops / peak if macs > 0 else 0.0
-
-
 def _regime(layer: LayerCount, weights_resident: bool) -> str:
     """``layer``'s regime on a device: matrix products whose weights stay in
     the near cache (``weights_resident``) and that split their columns
@@ -331,9 +322,7 @@ def _row(layer: LayerCount, c, dev: Device, split: bool, regime: str) -> Dict[st
     # The efficiency scales the traffic beyond the near cache only (see the
     # C++ core).
     dram, far = c.dram_time / me, c.far_time / me
-    post = post_op_seconds(layer.macs, layer.other_ops, dev.peak(layer.precision))
-    compute = (c.compute_time - post) / ce + post / dev.compute_efficiency[POST_OP_REGIME]
-    memory = far + (c.memory_time - c.far_time)
+    compute, memory = c.compute_time / ce, far + (c.memory_time - c.far_time)
     reorder = dev.reorder_time(layer.reorder_bytes) if layer.reorder_bytes else 0.0
     cross = layer.input_bytes if split and layer.op != "Reorder" else 0
     passes, pieces = _image_passes(layer), _split_rows(layer, dev.vector_lanes, split)
