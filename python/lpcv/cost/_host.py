@@ -324,9 +324,9 @@ def fit_reorders(nbytes: np.ndarray, seconds: np.ndarray, bandwidth: float,
         return 0.0, bandwidth, bandwidth
     bw_grid = np.geomspace(bandwidth / 30, bandwidth * 3, 60)
     best = (np.inf, 0.0, bandwidth, bandwidth)
+    near_bw = bw_grid[None, :, None]
     # The far rate only where some conversion spills (else it is the near one).
     for far_bw in (bw_grid if (nbytes > cache_bytes).any() else [None]):
-        near_bw = bw_grid[None, :, None]
         pred = conversion_seconds(nbytes[None, None, :], _OV_GRID[:, None, None], near_bw,
                                   far_bw or near_bw, cache_bytes)
         loss = _loss(pred, seconds[None, None, :]).sum(axis=-1)

@@ -66,6 +66,7 @@ _PJ = 1e-12
 #: Layer time at which ``Device.layer_gap`` is given (seconds).
 GAP_REFERENCE = 10e-6
 
+
 def conversion_seconds(nbytes, overhead, near_bandwidth, far_bandwidth, cache_bytes):
     """Seconds of layout conversions that read and write ``nbytes`` in all:
     a fixed cost, the bytes within ``cache_bytes`` at ``near_bandwidth`` and
