@@ -9,6 +9,8 @@ import pytest
 
 import lpcv
 from lpcv.cost import Device, WeightFormat, profile, storage_bytes
+from lpcv.cost.device import POST_OP_REGIME, POST_OPS_APART
+from lpcv.cost.report import post_op_seconds
 from lpcv.exceptions import UnsupportedOpError, ValidationError
 from lpcv.graph import Model, Node, ValueInfo
 
@@ -575,7 +577,10 @@ def test_host_fit_recovers_known_parameters():
     rng = np.random.default_rng(1)
     # (compute eff., memory eff., overlap, fixed cost, cross-core s/byte)
     truth = {"conv": (0.8, 0.5, 0.3, 4e-6, 0.0), "depthwise": (0.2, 0.9, 0.0, 2e-6, 1 / 20e9),
-             "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0)}
+             "conv_per_image": (0.5, 0.7, 0.0, 1e-6, 0.0), "conv1x1": (0.6, 0.8, 0.5, 3e-6, 0.0)}
+    # Depthwise kernels' fused post-ops run at POST_OP_REGIME's compute
+    # efficiency, the other regimes' at their own.
+    post_ce = truth[POST_OP_REGIME][0]
     pass_cost = 0.6e-6   # per image after the first, conv_per_image only
     chains = 8.0         # accumulator chains the cores need, conv_per_image only
     row_cost = _ROW_GRID[8]   # per split piece, depthwise at batch 1 only
@@ -583,13 +588,13 @@ def test_host_fit_recovers_known_parameters():
     samples = []
     for regime, (ce, me, beta, ov, x) in truth.items():
         for k in range(60):
-            c, m = 10.0 ** rng.uniform(-7, -3, 2)   # seconds, tiny to large layers
+            raw, m = 10.0 ** rng.uniform(-7, -3, 2)   # seconds, tiny to large layers
             # Per-image kernels with few output vectors (chains) multiply-add
             # at that share of the peak; the post-ops (a fifth) do not.
             vectors = float(rng.choice([1, 2, 4, 16, 60])) if regime == "conv_per_image" else 0.0
-            macs = 0.8 * c
-            if vectors:
-                c += macs * (max(chains / vectors, 1.0) - 1)
+            macs, post = 0.8 * raw, (0.2 * raw if regime in POST_OPS_APART else 0.0)
+            slow = max(chains / vectors, 1.0) if vectors else 1.0
+            c = (raw - post + macs * (slow - 1)) / ce + post / post_ce
             rb = float(rng.choice([0, rng.uniform(1e4, 1e6)]))
             reorder = (6e-6 + rb / 2e10) if rb else 0.0
             # Half the layers at batch 1 (split across cores), half at 16.
@@ -598,15 +603,15 @@ def test_host_fit_recovers_known_parameters():
             # which alone the efficiency scales; the rest is cached.
             far = m * rng.choice([0.0, 0.5, 1.0])
             mem = far / me + (m - far)
-            hi, lo = max(c / ce, mem), min(c / ce, mem)
+            hi, lo = max(c, mem), min(c, mem)
             passes = float(rng.choice([0, 7, 15])) if regime == "conv_per_image" else 0.0
             rows = float(rng.integers(50, 3000)) if regime == "depthwise" and cross else 0.0
             # Layers run as several primitives pay the fixed cost each.
             prims = float((k // 2) % 2 + 1) if regime == "conv" else 1.0
-            samples.append({"regime": regime, "compute": macs / 0.8, "memory": m, "far": far,
+            samples.append({"regime": regime, "compute": raw, "memory": m, "far": far,
                             "reorder_bytes": rb, "cross_core_bytes": cross,
                             "image_passes": passes, "split_rows": rows, "primitives": prims,
-                            "chain_vectors": vectors, "mac_compute": macs,
+                            "chain_vectors": vectors, "mac_compute": macs, "post_compute": post,
                             "time": hi + beta * lo + ov * prims + reorder + x * cross
                             + passes * pass_cost + rows * row_cost,
                             "reorder_time": reorder, "batch": 1 if cross else 16})
@@ -634,7 +639,8 @@ def test_host_fit_recovers_known_parameters():
     assert big and all(dev.reorder_time(s["reorder_bytes"]) == pytest.approx(s["reorder_time"],
                                                                             rel=0.1) for s in big)
     for s in (samples[60], samples[61]):   # depthwise at batch 16, then at batch 1
-        c = s["compute"] / fit["compute_efficiency"]["depthwise"]
+        c = ((s["compute"] - s["post_compute"]) / fit["compute_efficiency"]["depthwise"]
+             + s["post_compute"] / fit["compute_efficiency"][POST_OP_REGIME])
         m = s["far"] / fit["memory_efficiency"]["depthwise"] + s["memory"] - s["far"]
         assert dev.layer_latency("depthwise", c, m, s["reorder_bytes"], s["cross_core_bytes"],
                                  split_rows=s["split_rows"]) == pytest.approx(s["time"], rel=0.1)
@@ -1031,6 +1037,54 @@ def test_dram_energy_counts_written_bytes():
               + (row["input_bytes"] + row["output_bytes"]) * dev.dram_energy_per_byte
               + row["weight_bytes"] * dev.cache_energy_per_byte)
     assert row["energy_uj"] * 1e-6 == pytest.approx(expect)
+
+
+def test_weights_that_fit_the_shared_level_stay_there_from_run_to_run():
+    # A 1x1 convolution with 10.5 MB of weights on a 4x4 map: its input (the
+    # model's) comes from DRAM; its weights from a 16 MB shared level, which
+    # holds them from one run to the next, and from DRAM when the level is
+    # smaller than they are.
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1280, 2048, 1, 1)).astype(np.float32)
+    m = Model([Node("Conv", "c", ["x", "w"], ["y"])], [ValueInfo("x", (1, 2048, 4, 4))],
+              [ValueInfo("y", ())], {"w": w})
+    near = Device.preset("rpi4")
+    row = profile(m, _with_l3(near, 16 * 2 ** 20)).rows[0]
+    assert 8 * 2 ** 20 < row["weight_bytes"] < 16 * 2 ** 20
+    assert row["dram_bytes"] == row["input_bytes"]
+    assert row["shared_cache_bytes"] >= row["weight_bytes"]
+    small = profile(m, _with_l3(near, 8 * 2 ** 20)).rows[0]
+    assert small["dram_bytes"] >= row["input_bytes"] + row["weight_bytes"]
+    assert small["shared_cache_bytes"] < row["weight_bytes"]
+    assert small["far_ms"] > row["far_ms"]
+
+
+def test_depthwise_post_ops_run_at_the_post_op_regimes_efficiency():
+    # A depthwise convolution's fused bias and ReLU run at POST_OP_REGIME's
+    # (conv1x1's) compute efficiency, its multiply-adds at its own; a dense
+    # convolution's post-ops take its own efficiency.
+    rng = np.random.default_rng(0)
+    inits = {"wd": rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
+             "bd": np.zeros(16, np.float32),
+             "wc": rng.standard_normal((16, 16, 3, 3)).astype(np.float32),
+             "bc": np.zeros(16, np.float32)}
+    nodes = [Node("Conv", "dw", ["x", "wd", "bd"], ["yd"], {"pads": [1] * 4, "group": 16}),
+             Node("Relu", "r1", ["yd"], ["zd"]),
+             Node("Conv", "cv", ["zd", "wc", "bc"], ["yc"], {"pads": [1] * 4}),
+             Node("Relu", "r2", ["yc"], ["zc"])]
+    m = Model(nodes, [ValueInfo("x", (1, 16, 12, 12))], [ValueInfo("zc", ())], inits)
+    dev = Device.preset("x86-avx512-core").replace(
+        compute_efficiency={"conv": 0.5, "conv1x1": 0.8, "depthwise": 0.1})
+    assert POST_OP_REGIME == "conv1x1" and "depthwise" in POST_OPS_APART
+    (dw, conv), (qd, qc) = profile(m, dev).rows, profile(m, dev.replace(compute_efficiency={})).rows
+    assert [dw["regime"], conv["regime"]] == ["depthwise", "conv"]
+    post = post_op_seconds(dw["macs"], dw["other_ops"], dev.peak(), "depthwise")
+    assert dw["other_ops"] > 0 and post == pytest.approx(2 * dw["other_ops"] / dev.peak())
+    assert dw["compute_ms"] == pytest.approx(
+        ((qd["compute_ms"] * 1e-3 - post) / 0.1 + post / 0.8) * 1e3)
+    assert conv["other_ops"] > 0
+    assert post_op_seconds(conv["macs"], conv["other_ops"], dev.peak(), "conv") == 0
+    assert conv["compute_ms"] == pytest.approx(qc["compute_ms"] / 0.5)
 
 
 def test_shared_cache_level_has_its_own_reuse_distance():

@@ -25,7 +25,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
   streams its weights once per image, the re-reads from the cache when they
   fit in half of it and from DRAM when they do not; a device with a shared
   cache level beyond that cache (``Device.shared_cache_bytes``, an L3)
-  applies the same rules again at the shared level's capacity, and the
+  applies the same rules again at the shared level's capacity (but keeps
+  the model's weights when they fit in the whole level), and the
   bytes that miss the near cache but not the shared level come from the
   shared level instead of DRAM, and so do a copy's (concat, split,
   transpose) cached inputs when each core takes whole images (copies deal
@@ -43,6 +44,8 @@ Model of a layer (``cpp/src/cost/roofline.cpp``):
 * compute time = (2·MACs + 2·other operations) / (peak(precision) · compute
   efficiency of the regime): the peak counts a fused multiply-add as two
   operations, and any other vector instruction takes its issue slot for one;
+  a depthwise convolution's fused element-wise operations (bias,
+  activation) take ``POST_OP_REGIME``'s (``conv1x1``) efficiency;
   with a depthwise convolution's MACs counted on real input only: its kernels
   skip the taps that fall on padding, a large share on small maps (dense
   kernels run every tap), and on the device's

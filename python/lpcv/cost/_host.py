@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _core
 from ..graph import Model
-from .device import GAP_REFERENCE, Device, _cpu_model, conversion_seconds
+from .device import GAP_REFERENCE, POST_OP_REGIME, Device, _cpu_model, conversion_seconds
 
 _MB = 1024 * 1024
 
@@ -246,7 +246,7 @@ def layer_samples(model: Model, batch: int, base: Device,
     from other cores' caches; ``time`` and ``reorder_time`` come from
     ``times`` (see :func:`layer_times`).
     """
-    from .report import profile
+    from .report import post_op_seconds, profile
 
     raw = base.replace(compute_efficiency={}, memory_efficiency={}, overhead=0.0,
                        class_overhead={}, reorder_overhead=0.0, overlap={},
@@ -264,6 +264,10 @@ def layer_samples(model: Model, batch: int, base: Device,
              # read for per-image convolutions, dense ones that run every tap,
              # so their MACs are the ones the kernel runs.
              "mac_compute": 2 * r["macs"] / r["lane_use"] / raw.peak(r["precision"]),
+             # Fused element-wise operations, priced at POST_OP_REGIME's
+             # efficiency (see Device.compute_efficiency).
+             "post_compute": post_op_seconds(r["macs"], r["other_ops"],
+                                             raw.peak(r["precision"]), r["regime"]),
              "time": times[r["layer"]][0], "reorder_time": times[r["layer"]][1]}
             for r in rep.rows if r["layer"] in times]
 
@@ -343,10 +347,13 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
 
     Conversions: ``o_reorder + near / B_reorder + far / B_far``, where
     ``far`` are the bytes beyond ``cache_bytes``, fitted on the measured
-    conversion times. A layer: ``max(c/e_c, m') + β·min(c/e_c, m') +
+    conversion times. A layer: ``max(c', m') + β·min(c', m') +
     o_regime · primitives`` plus its predicted conversion, where ``m' = f/e_m + (m - f)``
     scales only the part ``f`` of the memory time ``m`` beyond the near
-    cache (shared level and DRAM); each regime's
+    cache (shared level and DRAM) and ``c' = (c - p)/e_c + p/e_post`` prices
+    the part ``p`` of the compute time ``c`` spent on fused element-wise
+    operations (regimes ``POST_OPS_APART``, else 0) at ``POST_OP_REGIME``'s
+    efficiency ``e_post`` (fitted first); each regime's
     (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone
     conversions (in front of a reshape) carry no regime figures.
     """
@@ -357,16 +364,21 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
     layers = [s for s in samples if s.get("op") != "Reorder"]
     arr = {k: np.array([s[k] for s in layers], float)
            for k in ("compute", "memory", "far", "reorder_bytes", "cross_core_bytes",
-                     "image_passes", "split_rows", "chain_vectors", "mac_compute", "time",
-                     "primitives")}
+                     "image_passes", "split_rows", "chain_vectors", "mac_compute",
+                     "post_compute", "time", "primitives")}
     reg = np.array([s["regime"] for s in layers])
     reo = np.where(arr["reorder_bytes"] > 0,
                    conversion_seconds(arr["reorder_bytes"], reo_ov, reo_bw, reo_far_bw,
                                       cache_bytes), 0.0)
     params: Dict[str, Tuple[float, float, float, float, float]] = {}
     pass_cost, row_cost, chains = 0.0, 0.0, 1.0
-    for r in sorted(set(reg)):
+    # POST_OP_REGIME first: the regimes of POST_OPS_APART price their fused
+    # element-wise operations at its compute efficiency.
+    for r in sorted(set(reg), key=lambda r: (r != POST_OP_REGIME, r)):
         m = reg == r
+        post = arr["post_compute"][m][:, None, None]
+        post_time = (post / params[POST_OP_REGIME][0] if POST_OP_REGIME in params
+                     else post / _CE_GRID[None, :, None])
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]
         # Fixed costs per piece of work: extra images of a per-image kernel
@@ -391,8 +403,9 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
             # Multiply-adds with fewer accumulator chains than the core needs
             # run at that share of the peak.
             slow = np.where(vectors > 0, np.maximum(ch / np.maximum(vectors, 1), 1.0) - 1, 0.0)
-            c = ((arr["compute"][m][:, None, None] + slow * arr["mac_compute"][m][:, None, None])
-                 / _CE_GRID[None, :, None])
+            c = ((arr["compute"][m][:, None, None] - post
+                  + slow * arr["mac_compute"][m][:, None, None]) / _CE_GRID[None, :, None]
+                 + post_time)
             hi, lo = np.maximum(c, mm), np.minimum(c, mm)
             best = (np.inf, 0, 0, 0, 0, 0, 0, ch)
             for p in p_grid:
