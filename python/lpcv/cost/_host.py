@@ -315,6 +315,14 @@ _ROW_GRID = np.concatenate([[0.0], np.geomspace(2e-9, 200e-9, 16)])
 _CHAIN_GRID = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0])
 
 
+def _refined(value: float, grid: np.ndarray, points: int = 8) -> np.ndarray:
+    """A finer grid within one step of ``grid`` around ``value`` (kept in
+    [grid's first, grid's last]), ``value`` included."""
+    step = grid[1] / grid[0]
+    fine = value * step ** np.linspace(-1.0, 1.0, 2 * points + 1)
+    return np.unique(np.clip(fine, grid[0], grid[-1]))
+
+
 def _loss(pred, t):
     # Squared log error, capped so a few odd layers do not pull the fit.
     return np.minimum(np.log(pred / t) ** 2, np.log(1.5) ** 2)
@@ -354,7 +362,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
     the part ``p`` of the compute time ``c`` spent on fused element-wise
     operations (regimes ``POST_OPS_APART``, else 0) at ``POST_OP_REGIME``'s
     efficiency ``e_post`` (fitted first); each regime's
-    (e_c, e_m, β, o) minimises the capped squared log error on a grid. Lone
+    (e_c, e_m, β, o) minimises the capped squared log error on a grid, the
+    efficiencies then on a finer one within a step of the best. Lone
     conversions (in front of a reshape) carry no regime figures.
     """
     reorder = [s for s in samples if s["reorder_bytes"] > 0 and s["reorder_time"] > 0]
@@ -377,8 +386,6 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
     for r in sorted(set(reg), key=lambda r: (r != POST_OP_REGIME, r)):
         m = reg == r
         post = arr["post_compute"][m][:, None, None]
-        post_time = (post / params[POST_OP_REGIME][0] if POST_OP_REGIME in params
-                     else post / _CE_GRID[None, :, None])
         t = arr["time"][m][:, None, None]
         cross = arr["cross_core_bytes"][m][:, None, None]
         # Fixed costs per piece of work: extra images of a per-image kernel
@@ -389,7 +396,6 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
         vectors = arr["chain_vectors"][m][:, None, None]
         prims = arr["primitives"][m][:, None, None]
         far = arr["far"][m][:, None, None]
-        mm = far / _ME_GRID[None, None, :] + (arr["memory"][m][:, None, None] - far)
         # A fixed cost cannot exceed the time of the regime's fastest layer.
         ov_grid = _OV_GRID[_OV_GRID <= ((arr["time"][m] - reo[m]) / prims[:, 0, 0]).min()]
         ovs = ov_grid if ov_grid.size else _OV_GRID[:1]
@@ -399,15 +405,18 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
                   else _PASS_GRID[:1])
         x_grid = _CROSS_GRID if cross.any() else _CROSS_GRID[:1]
 
-        def search(ch, p_grid, x_grid):
+        def search(ch, p_grid, x_grid, ce_grid=_CE_GRID, me_grid=_ME_GRID):
             # Multiply-adds with fewer accumulator chains than the core needs
             # run at that share of the peak.
             slow = np.where(vectors > 0, np.maximum(ch / np.maximum(vectors, 1), 1.0) - 1, 0.0)
+            post_time = (post / params[POST_OP_REGIME][0] if POST_OP_REGIME in params
+                         else post / ce_grid[None, :, None])
             c = ((arr["compute"][m][:, None, None] - post
-                  + slow * arr["mac_compute"][m][:, None, None]) / _CE_GRID[None, :, None]
+                  + slow * arr["mac_compute"][m][:, None, None]) / ce_grid[None, :, None]
                  + post_time)
+            mm = far / me_grid[None, None, :] + (arr["memory"][m][:, None, None] - far)
             hi, lo = np.maximum(c, mm), np.minimum(c, mm)
-            best = (np.inf, 0, 0, 0, 0, 0, 0, ch)
+            best = (np.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ch)
             for p in p_grid:
                 for x in x_grid:
                     for b in _OVERLAP_GRID:
@@ -417,7 +426,8 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
                             loss = _loss(body + ov * prims, t).sum(axis=0)[::-1, ::-1]
                             i, j = np.unravel_index(np.argmin(loss), loss.shape)
                             if loss[i, j] < best[0] - 1e-12:
-                                best = (loss[i, j], i, j, b, ov, x, p, ch)
+                                best = (loss[i, j], ce_grid[::-1][i], me_grid[::-1][j],
+                                        b, ov, x, p, ch)
             return best
 
         best = search(1.0, p_grid, x_grid)
@@ -428,9 +438,14 @@ def fit_samples(samples: List[Dict[str, float]], cache_bandwidth: float,
             ch = min(_CHAIN_GRID, key=lambda ch: search(ch, [p1], [x1])[0])
             if ch != 1.0:
                 best = search(ch, p_grid, x_grid)
-        _, i, j, b, ov, x, p, ch = best
-        params[r] = (float(_CE_GRID[::-1][i]), float(_ME_GRID[::-1][j]), float(b), float(ov),
-                     float(x))
+        # The efficiency grid's steps (9 %) are as wide as the misfits
+        # the fit is after: refine both efficiencies within a step of the
+        # best, with the overlap and fixed cost searched again (a coarse
+        # efficiency comes with a fixed cost that makes up for it).
+        _, ce, me, b, ov, x, p, ch = best
+        best = search(ch, [p], [x], _refined(ce, _CE_GRID), _refined(me, _ME_GRID))
+        _, ce, me, b, ov, x, p, ch = best
+        params[r] = (float(ce), float(me), float(b), float(ov), float(x))
         if image_passes.any():
             pass_cost = float(p)
         if split_rows.any():

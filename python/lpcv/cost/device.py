@@ -573,7 +573,7 @@ class Device:
 
 
 # Bump when the measurement procedure changes, so old caches are ignored.
-_LIBRARY_KEY = "host-v33"
+_LIBRARY_KEY = "host-v34"
 
 
 def _user_cache_dir() -> Path:
